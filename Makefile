@@ -1,0 +1,27 @@
+# The two commands of the README. Both build or refresh .venv first (a no-op when current).
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+
+# Nothing may reach the network: no DVC analytics or update checks, no Prefect telemetry,
+# and Prefect's home inside the project.
+export PATH := $(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export DO_NOT_TRACK := 1
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: repro test venv
+
+venv:
+	@bash scripts/bootstrap.sh
+
+## Run the whole pipeline (dvc repro) on params.yaml's datasets; the embedded default is synthetic.
+repro: venv
+	lightfer params
+	dvc repro
+
+## Lint, then run the test suite.
+test: venv
+	ruff check .
+	ruff format --check .
+	python -m pytest

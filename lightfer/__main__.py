@@ -1,0 +1,3 @@
+from lightfer.cli import main
+
+main()

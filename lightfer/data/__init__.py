@@ -1,0 +1,1 @@
+"""Dataset adapters: each turns a dataset as distributed into the one manifest contract."""

@@ -1,0 +1,1 @@
+"""The embedded synthetic FACS-faces dataset: AU-driven renderer and generator."""

@@ -1,0 +1,1 @@
+"""Face detection and alignment: landmarks to a fixed template, and the aligned-face cache."""

@@ -1,0 +1,102 @@
+"""What every stage shares: its declaration, process set-up and the command-line wrapper."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightfer.errors import LightferError
+from lightfer.params import Params, load_params
+
+logger = logging.getLogger("lightfer.stages")
+
+# Every code dependency of a stage lists these, since every stage goes through them.
+COMMON_DEPS: tuple[str, ...] = ("stages/common.py", "lightfer/params.py", "lightfer/io.py")
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One expanded stage (`<name>@<dataset>`), as DVC names and resolves it."""
+
+    stage: str
+    dataset: str
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    params: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}@{self.dataset}"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage's declaration: paths and param keys are templates over `{dataset}`.
+
+    `outs` lists every output, metrics files included; `run(params, dataset, root)` writes
+    them under `root` and returns the stage's summary.
+    """
+
+    name: str
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    params: tuple[str, ...]
+    run: Callable[[Params, str, Path], dict[str, Any]]
+
+    def expand(self, dataset: str) -> StageRun:
+        def fill(items: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(item.format(dataset=dataset) for item in items)
+
+        return StageRun(
+            stage=self.name,
+            dataset=dataset,
+            deps=COMMON_DEPS + fill(self.deps),
+            outs=fill(self.outs),
+            params=fill(self.params),
+        )
+
+
+def configure_process(params: Params) -> None:
+    """Set thread counts deliberately: two busy processes on two cores crawl."""
+    threads = params.base.threads
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    import cv2
+
+    cv2.setNumThreads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def configure_logging() -> None:
+    """Log `lightfer` messages to stderr (entry points only; the library never configures)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("lightfer")
+    if not root.handlers:
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def stage_main(spec: StageSpec, argv: list[str] | None = None) -> int:
+    """Command-line entry of a stage: `python -m stages.<name> --dataset NAME`."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{spec.name}")
+    parser.add_argument("--dataset", required=True, help="a key of params.yaml's datasets")
+    parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        params = load_params(args.params)
+        params.dataset(args.dataset)
+        configure_process(params)
+        spec.run(params, args.dataset, Path("."))
+    except LightferError as exc:
+        logger.error("%s failed: %s", spec.name, exc)
+        return 1
+    return 0

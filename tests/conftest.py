@@ -1,0 +1,39 @@
+"""Shared fixtures: the project root and a tiny, fast copy of the project's params."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_params() -> dict[str, Any]:
+    """The project's params.yaml as a mapping."""
+    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+
+def tiny_params(**datasets: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml with a synthetic dataset small enough for a test (about 1 s to render)."""
+    params = copy.deepcopy(default_params())
+    synthetic = params["datasets"]["synthetic"]
+    synthetic.update(n_train=40, n_test=20, n_subjects=10)
+    params["datasets"] = datasets or {"synthetic": synthetic}
+    params["base"]["threads"] = 1
+    return params
+
+
+@pytest.fixture
+def write_params(tmp_path: Path):
+    """Write a params mapping to `tmp_path/params.yaml` and return its path."""
+
+    def write(params: dict[str, Any], name: str = "params.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,168 @@
+"""The params schema: every mistake is caught before any work, named by its key path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from lightfer.cli import app
+from lightfer.errors import ParamsError
+from lightfer.labels import CLASSES
+from lightfer.params import (
+    ImageFolderDataset,
+    Params,
+    SyntheticDataset,
+    load_params,
+    validate_params,
+)
+from tests.conftest import PROJECT_ROOT, default_params
+
+OFFICIAL_FOLDERS = {str(k): name for k, name in enumerate(CLASSES)}
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(ParamsError) as info:
+        validate_params(raw)
+    return str(info.value)
+
+
+def _with(path: str, value) -> dict:
+    raw = copy.deepcopy(default_params())
+    node = raw
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return raw
+
+
+def test_the_project_params_file_is_valid():
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert "synthetic" in params.datasets
+    assert params.align.crop_size == 64
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    raw = default_params()
+    raw["align"]["crop_sise"] = raw["align"].pop("crop_size")
+    message = _error(raw)
+    assert "align.crop_sise: unknown key; did you mean 'crop_size'?" in message
+
+
+def test_unknown_key_inside_a_dataset_names_the_dataset_path():
+    raw = default_params()
+    raw["datasets"]["synthetic"]["n_trian"] = 10
+    assert "datasets.synthetic.n_trian: unknown key; did you mean 'n_train'?" in _error(raw)
+
+
+def test_choice_error_lists_the_allowed_values():
+    message = _error(_with("align.border", "mirror"))
+    assert "align.border: 'mirror' is not one of constant, replicate" in message
+
+
+def test_dataset_kind_typo_lists_the_kinds():
+    message = _error(_with("datasets.synthetic.kind", "synthetik"))
+    assert "datasets.synthetic.kind: 'synthetik' is not one of synthetic, imagefolder" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("align.crop_size", 8, "align.crop_size: 8 is invalid: Input should be greater than or"),
+        ("align.crop_size", "big", "align.crop_size: 'big' is invalid"),
+        ("base.seed", -1, "base.seed: -1 is invalid"),
+        ("datasets.synthetic.blend_prob", 1.5, "datasets.synthetic.blend_prob: 1.5 is invalid"),
+    ],
+)
+def test_wrong_type_or_range_names_key_and_value(key, value, expected):
+    assert expected in _error(_with(key, value))
+
+
+def test_every_problem_is_reported_at_once():
+    raw = _with("align.crop_size", 8)
+    raw["base"]["threds"] = 2
+    lines = _error(raw).splitlines()
+    assert lines[0] == "params is invalid:"
+    assert any(line.strip().startswith("align.crop_size:") for line in lines)
+    assert any(line.strip().startswith("base.threds:") for line in lines)
+
+
+def test_synthetic_prior_must_name_every_class():
+    raw = default_params()
+    raw["datasets"]["synthetic"]["class_prior"] = {"neutral": 1.0, "happyness": 1.0}
+    message = _error(raw)
+    assert "datasets.synthetic.class_prior: must name each of" in message
+    assert "unknown ['happyness']" in message
+
+
+def test_missing_dataset_root_is_named_with_what_to_do(tmp_path: Path):
+    raw = _with(
+        "datasets",
+        {"rafdb": {"kind": "imagefolder", "root": str(tmp_path / "nope"),
+                   "classes": OFFICIAL_FOLDERS}},
+    )  # fmt: skip
+    message = _error(raw)
+    assert f"datasets.rafdb.root: directory '{tmp_path / 'nope'}' does not exist" in message
+    assert "point it at the folder that holds the split folders" in message
+
+
+def test_incomplete_class_map_is_refused(tmp_path: Path):
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+    classes = dict(OFFICIAL_FOLDERS)
+    del classes["6"]
+    raw = _with(
+        "datasets", {"rafdb": {"kind": "imagefolder", "root": str(tmp_path), "classes": classes}}
+    )
+    assert "no folder for anger" in _error(raw)
+
+
+def test_relative_dataset_root_resolves_against_the_params_file(tmp_path: Path, write_params):
+    for split in ("train", "test"):
+        (tmp_path / "faces" / split).mkdir(parents=True)
+    raw = _with(
+        "datasets", {"mine": {"kind": "imagefolder", "root": "faces", "classes": OFFICIAL_FOLDERS}}
+    )
+    params = load_params(write_params(raw))
+    assert params.datasets["mine"].root == tmp_path / "faces"
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path: Path):
+    path = tmp_path / "params.yaml"
+    path.write_text("base: {seed: 1\n")
+    with pytest.raises(ParamsError, match=f"{path} is not valid YAML"):
+        load_params(path)
+
+
+def test_cli_reports_problems_on_stderr_and_exits_1(tmp_path: Path, write_params):
+    bad = write_params(_with("align.border", "mirror"))
+    result = CliRunner().invoke(app, ["params", "--file", str(bad)])
+    assert result.exit_code == 1, result.output
+    assert "align.border: 'mirror' is not one of constant, replicate" in result.stderr
+    good = write_params(default_params(), name="good.yaml")
+    result = CliRunner().invoke(app, ["params", "--file", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "valid (1 dataset(s): synthetic)" in result.stdout
+
+
+def _field_names(model) -> set[str]:
+    names = set()
+    for name, field in model.model_fields.items():
+        names.add(name)
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                names |= _field_names(candidate)
+    return names
+
+
+def test_no_param_key_is_named_size_or_nfiles():
+    """DVC's run-cache drops keys named `size` or `nfiles` from a stage's hash at any depth
+    (treeverse/dvc#10296), so changing such a param would silently check out stale outputs."""
+    names = _field_names(Params) | _field_names(SyntheticDataset) | _field_names(ImageFolderDataset)
+    assert "crop_size" in names
+    assert not names & {"size", "nfiles"}
