@@ -124,5 +124,5 @@ def test_a_generated_dataset_is_a_valid_manifest_with_disjoint_subjects(tmp_path
 
 
 def test_a_prior_that_would_let_a_blend_win_is_refused():
-    with pytest.raises(ValueError, match="must stay below 0.5"):
+    with pytest.raises(ValueError, match=r"must stay below 0\.5"):
         SyntheticSpec(blend_weight=(0.1, 0.45), ambiguity=0.1)
