@@ -20,7 +20,7 @@ from prefect.context import TaskRunContext
 from lightfer.errors import LightferError
 from lightfer.params import load_params
 from pipeline.caching import stage_cache_key
-from stages.common import configure_logging, configure_process
+from stages.common import configure_process
 from stages.registry import get_stage, plan
 
 logger = logging.getLogger("lightfer.pipeline")
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="params file, relative to root")
     parser.add_argument("--stage", action="append", help="run only this stage (repeatable)")
     args = parser.parse_args(argv)
-    configure_logging()
+    # Prefect's own console handler prints what propagates from the `lightfer` loggers.
+    logging.getLogger("lightfer").setLevel(logging.INFO)
     try:
         lightfer_flow(root=args.root, params_file=args.params, stages=args.stage)
     except LightferError as exc:

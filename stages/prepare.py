@@ -30,10 +30,10 @@ def prepared_dir(root: Path, dataset: str) -> Path:
     return root / "data" / dataset / "prepared"
 
 
-def _synthetic(cfg: SyntheticDataset, seed: int, out: Path) -> dict[str, Any]:
+def _synthetic(cfg: SyntheticDataset, seed: int, out: Path, workers: int) -> dict[str, Any]:
     start = time.perf_counter()
     with tqdm(total=cfg.n_train + cfg.n_test, desc="render", unit="img", file=sys.stderr) as bar:
-        table = generate_dataset(cfg, seed, out / "images", progress=bar.update)
+        table = generate_dataset(cfg, seed, out / "images", workers=workers, progress=bar.update)
     logger.info("rendered %d images in %.1f s", table.num_rows, time.perf_counter() - start)
     write_manifest(out / MANIFEST, table, image_root=".", au_names=AU_NAMES)
     manifest = read_manifest(out / MANIFEST)
@@ -72,7 +72,7 @@ def run(params: Params, dataset: str, root: Path) -> dict[str, Any]:
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         if isinstance(cfg, SyntheticDataset):
-            summary = _synthetic(cfg, params.base.seed, tmp)
+            summary = _synthetic(cfg, params.base.seed, tmp, workers=params.base.threads)
         else:
             table, summary = scan_imagefolder(cfg.root, cfg.classes, cfg.splits)
             write_manifest(tmp / MANIFEST, table, image_root=cfg.root)

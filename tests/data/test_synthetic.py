@@ -126,3 +126,12 @@ def test_a_generated_dataset_is_a_valid_manifest_with_disjoint_subjects(tmp_path
 def test_a_prior_that_would_let_a_blend_win_is_refused():
     with pytest.raises(ValueError, match=r"must stay below 0\.5"):
         SyntheticSpec(blend_weight=(0.1, 0.45), ambiguity=0.1)
+
+
+def test_parallel_rendering_gives_the_same_dataset(tmp_path: Path):
+    spec = SyntheticSpec(n_train=20, n_test=20, n_subjects=6)
+    serial = generate_dataset(spec, seed=3, image_dir=tmp_path / "one" / "images")
+    parallel = generate_dataset(spec, seed=3, image_dir=tmp_path / "two" / "images", workers=2)
+    assert serial.equals(parallel)
+    for path in serial.column("path").to_pylist():
+        assert (tmp_path / "one" / path).read_bytes() == (tmp_path / "two" / path).read_bytes()
