@@ -76,6 +76,17 @@ def anchor_points(landmarks68: np.ndarray, *, use_mouth: bool) -> np.ndarray:
     return np.stack(anchors)
 
 
+def anchor_points_from_five(points5: np.ndarray, *, use_mouth: bool) -> np.ndarray:
+    """Anchors from MTCNN's five points (eye, eye, nose, mouth corner, mouth corner).
+
+    The eyes are ordered by x so that the first is the image-left eye, as in the template.
+    """
+    points = np.asarray(points5, dtype=np.float64).reshape(5, 2)
+    eyes = points[:2][np.argsort(points[:2, 0])]
+    mouth = points[3:][np.argsort(points[3:, 0])]
+    return np.concatenate([eyes, mouth]) if use_mouth else eyes
+
+
 def template_points(spec: AlignSpec, n_points: int) -> np.ndarray:
     """The first `n_points` template points in crop pixels."""
     return np.asarray(spec.template.as_array()[:n_points], dtype=np.float64) * spec.crop_size
@@ -116,15 +127,14 @@ def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def align_face(
-    image: np.ndarray, landmarks68: np.ndarray, spec: AlignSpec
+    image: np.ndarray, anchors: np.ndarray, spec: AlignSpec
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warp `image` so the face's anchor landmarks land on the template.
+    """Warp `image` so the face's anchors (from `anchor_points*`) land on the template.
 
     Returns:
-        The (size, size, 3) uint8 crop and the 2x3 matrix from image to crop coordinates.
+        The (crop_size, crop_size, 3) uint8 crop and the 2x3 image-to-crop matrix.
     """
-    src = anchor_points(landmarks68, use_mouth=spec.use_mouth)
-    matrix = similarity_transform(src, template_points(spec, len(src)))
+    matrix = similarity_transform(anchors, template_points(spec, len(anchors)))
     crop = cv2.warpAffine(
         image,
         matrix,

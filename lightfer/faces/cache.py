@@ -17,7 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lightfer.errors import ImageReadError, StageOutputError
-from lightfer.faces.align import AlignSpec, align_face, apply_transform, resize_face
+from lightfer.faces.align import (
+    AlignSpec,
+    align_face,
+    anchor_points,
+    apply_transform,
+    resize_face,
+)
 from lightfer.images import load_rgb
 from lightfer.manifest import Manifest, fixed_list
 
@@ -63,7 +69,8 @@ def build_face_cache(
             logger.warning("skipping %s: %s", manifest.table.column("sample_id")[row], exc)
         else:
             if landmarks is not None and np.isfinite(landmarks[row]).all():
-                crop, matrix = align_face(image, landmarks[row], spec)
+                anchors = anchor_points(landmarks[row], use_mouth=spec.use_mouth)
+                crop, matrix = align_face(image, anchors, spec)
                 aligned_landmarks[row] = apply_transform(matrix, landmarks[row]).reshape(-1)
                 method[row] = "landmarks"
             else:

@@ -10,6 +10,7 @@ from lightfer.faces.align import (
     AlignSpec,
     align_face,
     anchor_points,
+    anchor_points_from_five,
     apply_transform,
     resize_face,
     similarity_transform,
@@ -67,8 +68,8 @@ def test_anchor_landmarks_land_on_the_template_within_a_pixel(use_mouth):
     spec = AlignSpec(crop_size=112, use_mouth=use_mouth)
     landmarks = _face_landmarks(spec, _rotation(-20, 0.45, (30.0, 55.0)))
     image = np.zeros((400, 400, 3), np.uint8)
-    _, matrix = align_face(image, landmarks, spec)
     anchors = anchor_points(landmarks, use_mouth=use_mouth)
+    _, matrix = align_face(image, anchors, spec)
     landed = apply_transform(matrix, anchors)
     np.testing.assert_allclose(landed, template_points(spec, len(anchors)), atol=1.0)
 
@@ -82,7 +83,7 @@ def test_pixels_follow_the_landmarks():
     image = np.zeros((300, 300, 3), np.uint8)
     for x, y in anchors:
         cv2.circle(image, (round(x), round(y)), 4, (255, 255, 255), -1, cv2.LINE_AA)
-    crop, _ = align_face(image, landmarks, spec)
+    crop, _ = align_face(image, anchors, spec)
     grey = crop[..., 0].astype(np.float64)
     for target in template_points(spec, 4):
         x0, y0 = np.round(target).astype(int) - 5
@@ -102,3 +103,10 @@ def test_passthrough_resizes_an_aligned_face():
 def test_template_must_look_like_a_face():
     with pytest.raises(ValueError, match="eyes must be above the mouth"):
         AlignSpec(template={"eye_left": (0.3, 0.8), "eye_right": (0.7, 0.8)})
+
+
+def test_five_point_anchors_follow_the_template_order():
+    five = np.array([[60.0, 40.0], [20.0, 41.0], [40.0, 55.0], [55.0, 70.0], [25.0, 71.0]])
+    anchors = anchor_points_from_five(five, use_mouth=True)
+    np.testing.assert_array_equal(anchors, [[20, 41], [60, 40], [25, 71], [55, 70]])
+    assert anchor_points_from_five(five, use_mouth=False).shape == (2, 2)
