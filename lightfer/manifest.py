@@ -12,7 +12,12 @@ Optional columns (present when the dataset has them)
 
 The image root is stored in the file's key-value metadata (`lightfer.image_root`); a
 relative root is resolved against the manifest's own directory, so a project folder can
-move without rewriting its manifests.
+move without rewriting its manifests. The metadata also says where faces come from
+(`lightfer.face_source`, one of `FACE_SOURCES`), which decides how the align stage crops:
+
+- `aligned`: the images are aligned faces already (RAF-DB, FER+, ImageFolder): resize;
+- `landmarks`: use the `landmarks` column, detecting faces where a row has none;
+- `detect`: whole frames (CAER-S): detect every face with MTCNN.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from lightfer.io import write_parquet
 from lightfer.labels import CLASSES, NUM_CLASSES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+FACE_SOURCES: tuple[str, ...] = ("aligned", "landmarks", "detect")
 NUM_LANDMARKS = 68
 
 REQUIRED: dict[str, pa.DataType] = {
@@ -52,6 +58,7 @@ _AUS = "aus"
 _META_ROOT = b"lightfer.image_root"
 _META_AUS = b"lightfer.au_names"
 _META_CLASSES = b"lightfer.classes"
+_META_FACES = b"lightfer.face_source"
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class Manifest:
 
     table: pa.Table
     image_root: Path
+    face_source: str
     au_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
@@ -141,12 +149,18 @@ def write_manifest(
     table: pa.Table,
     *,
     image_root: str | os.PathLike[str],
+    face_source: str,
     au_names: tuple[str, ...] = (),
 ) -> None:
-    """Validate `table` and write it atomically with its image root and AU names."""
+    """Validate `table` and write it atomically with its image root, face source and AU names."""
+    if face_source not in FACE_SOURCES:
+        raise ValueError(f"face_source {face_source!r} is not one of {', '.join(FACE_SOURCES)}")
+    if face_source == "landmarks" and "landmarks" not in table.column_names:
+        raise DatasetError(f"manifest for {path}: face_source 'landmarks' needs a landmarks column")
     validate_manifest(table, au_names=au_names, where=f"for {path}")
     metadata = dict(table.schema.metadata or {})
     metadata[_META_ROOT] = os.fspath(image_root).encode()
+    metadata[_META_FACES] = face_source.encode()
     metadata[_META_CLASSES] = json.dumps(CLASSES).encode()
     if au_names:
         metadata[_META_AUS] = json.dumps(list(au_names)).encode()
@@ -174,11 +188,16 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
             f"manifest {path} uses class order {classes}, this code expects {CLASSES}; "
             "re-run the prepare stage"
         )
-    if _META_ROOT not in metadata:
-        raise DatasetError(f"manifest {path} has no image root metadata; re-run prepare")
+    if _META_ROOT not in metadata or _META_FACES not in metadata:
+        raise DatasetError(f"manifest {path} lacks lightfer metadata; re-run the prepare stage")
     au_names = tuple(json.loads(metadata.get(_META_AUS, b"[]")))
     validate_manifest(table, au_names=au_names, where=f"in {path}")
     root = Path(metadata[_META_ROOT].decode())
     if not root.is_absolute():
         root = path.parent / root
-    return Manifest(table=table, image_root=root, au_names=au_names)
+    return Manifest(
+        table=table,
+        image_root=root,
+        face_source=metadata[_META_FACES].decode(),
+        au_names=au_names,
+    )

@@ -32,7 +32,7 @@ def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 
 @task(cache_key_fn=_cache_key, persist_result=True)
-def run_stage(stage: str, dataset: str, root: str, params_file: str) -> dict[str, Any]:
+def run_stage(stage: str, dataset: str | None, root: str, params_file: str) -> dict[str, Any]:
     """Run one stage function, exactly as `python -m stages.<stage>` would."""
     params = load_params(params_file)
     configure_process(params)

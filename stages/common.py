@@ -22,17 +22,18 @@ COMMON_DEPS: tuple[str, ...] = ("stages/common.py", "lightfer/params.py", "light
 
 @dataclass(frozen=True)
 class StageRun:
-    """One expanded stage (`<name>@<dataset>`), as DVC names and resolves it."""
+    """One expanded stage (`<name>@<dataset>`, or `<name>` for a stage that is not per
+    dataset), as DVC names and resolves it."""
 
     stage: str
-    dataset: str
+    dataset: str | None
     deps: tuple[str, ...]
     outs: tuple[str, ...]
     params: tuple[str, ...]
 
     @property
     def name(self) -> str:
-        return f"{self.stage}@{self.dataset}"
+        return self.stage if self.dataset is None else f"{self.stage}@{self.dataset}"
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,18 @@ class StageSpec:
     """A stage's declaration: paths and param keys are templates over `{dataset}`.
 
     `outs` lists every output, metrics files included; `run(params, dataset, root)` writes
-    them under `root` and returns the stage's summary.
+    them under `root` and returns the stage's summary. A stage with `per_dataset=False`
+    runs once (its `dataset` is None), as a plain DVC stage instead of a `foreach`.
     """
 
     name: str
     deps: tuple[str, ...]
     outs: tuple[str, ...]
     params: tuple[str, ...]
-    run: Callable[[Params, str, Path], dict[str, Any]]
+    run: Callable[[Params, str | None, Path], dict[str, Any]]
+    per_dataset: bool = True
 
-    def expand(self, dataset: str) -> StageRun:
+    def expand(self, dataset: str | None) -> StageRun:
         def fill(items: tuple[str, ...]) -> tuple[str, ...]:
             return tuple(item.format(dataset=dataset) for item in items)
 
@@ -87,15 +90,18 @@ def configure_logging() -> None:
 def stage_main(spec: StageSpec, argv: list[str] | None = None) -> int:
     """Command-line entry of a stage: `python -m stages.<name> --dataset NAME`."""
     parser = argparse.ArgumentParser(prog=f"python -m stages.{spec.name}")
-    parser.add_argument("--dataset", required=True, help="a key of params.yaml's datasets")
+    if spec.per_dataset:
+        parser.add_argument("--dataset", required=True, help="a key of params.yaml's datasets")
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
     args = parser.parse_args(argv)
+    dataset = getattr(args, "dataset", None)
     configure_logging()
     try:
         params = load_params(args.params)
-        params.dataset(args.dataset)
+        if dataset is not None:
+            params.dataset(dataset)
         configure_process(params)
-        spec.run(params, args.dataset, Path("."))
+        spec.run(params, dataset, Path("."))
     except LightferError as exc:
         logger.error("%s failed: %s", spec.name, exc)
         return 1

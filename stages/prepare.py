@@ -35,7 +35,9 @@ def _synthetic(cfg: SyntheticDataset, seed: int, out: Path, workers: int) -> dic
     with tqdm(total=cfg.n_train + cfg.n_test, desc="render", unit="img", file=sys.stderr) as bar:
         table = generate_dataset(cfg, seed, out / "images", workers=workers, progress=bar.update)
     logger.info("rendered %d images in %.1f s", table.num_rows, time.perf_counter() - start)
-    write_manifest(out / MANIFEST, table, image_root=".", au_names=AU_NAMES)
+    write_manifest(
+        out / MANIFEST, table, image_root=".", face_source="landmarks", au_names=AU_NAMES
+    )
     manifest = read_manifest(out / MANIFEST)
     dist, labels = manifest.column("true_dist"), manifest.column("label")
     is_test = manifest.column("split") == "test"
@@ -75,7 +77,7 @@ def run(params: Params, dataset: str, root: Path) -> dict[str, Any]:
             summary = _synthetic(cfg, params.base.seed, tmp, workers=params.base.threads)
         else:
             table, summary = scan_imagefolder(cfg.root, cfg.classes, cfg.splits)
-            write_manifest(tmp / MANIFEST, table, image_root=cfg.root)
+            write_manifest(tmp / MANIFEST, table, image_root=cfg.root, face_source="aligned")
         manifest = read_manifest(tmp / MANIFEST)
         summary.update(_split_summary(manifest))
         sheet = contact_sheet(manifest, seed=params.base.seed)

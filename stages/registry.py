@@ -20,4 +20,8 @@ def get_stage(name: str) -> StageSpec:
 
 def plan(params: Params) -> list[StageRun]:
     """Every stage run the DAG holds for these params, in an order that respects dependencies."""
-    return [spec.expand(dataset) for spec in STAGES for dataset in params.datasets]
+    runs = []
+    for spec in STAGES:
+        datasets = list(params.datasets) if spec.per_dataset else [None]
+        runs += [spec.expand(dataset) for dataset in datasets]
+    return runs

@@ -30,7 +30,7 @@ def _table(n: int = 4, **overrides) -> pa.Table:
 
 def test_round_trip_keeps_values_and_resolves_a_relative_root(tmp_path: Path):
     path = tmp_path / "prepared" / "manifest.parquet"
-    write_manifest(path, _table(), image_root="images")
+    write_manifest(path, _table(), image_root="images", face_source="aligned")
     manifest = read_manifest(path)
     assert len(manifest) == 4
     assert manifest.image_path(2) == tmp_path / "prepared" / "images" / "img/2.jpg"
@@ -55,14 +55,14 @@ def test_round_trip_keeps_values_and_resolves_a_relative_root(tmp_path: Path):
 def test_contract_violations_are_refused_before_writing(tmp_path: Path, override, message):
     path = tmp_path / "manifest.parquet"
     with pytest.raises(DatasetError) as info:
-        write_manifest(path, _table(**override), image_root=".")
+        write_manifest(path, _table(**override), image_root=".", face_source="aligned")
     assert message in str(info.value)
     assert not path.exists()
 
 
 def test_a_manifest_with_another_class_order_is_refused(tmp_path: Path):
     path = tmp_path / "manifest.parquet"
-    write_manifest(path, _table(), image_root=".")
+    write_manifest(path, _table(), image_root=".", face_source="aligned")
     table = pq.read_table(path)
     metadata = dict(table.schema.metadata)
     metadata[b"lightfer.classes"] = json.dumps(["anger", "disgust"]).encode()
@@ -77,3 +77,13 @@ def test_missing_or_corrupt_manifest_says_what_to_do(tmp_path: Path):
     (tmp_path / "manifest.parquet").write_bytes(b"not parquet")
     with pytest.raises(DatasetError, match="is not a readable Parquet file"):
         read_manifest(tmp_path / "manifest.parquet")
+
+
+def test_the_face_source_is_recorded_and_checked(tmp_path: Path):
+    path = tmp_path / "manifest.parquet"
+    write_manifest(path, _table(), image_root=".", face_source="detect")
+    assert read_manifest(path).face_source == "detect"
+    with pytest.raises(ValueError, match="face_source 'guess' is not one of"):
+        write_manifest(path, _table(), image_root=".", face_source="guess")
+    with pytest.raises(DatasetError, match="needs a landmarks column"):
+        write_manifest(path, _table(), image_root=".", face_source="landmarks")

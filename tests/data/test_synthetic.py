@@ -108,7 +108,13 @@ def test_same_seed_same_sample_other_seed_another():
 def test_a_generated_dataset_is_a_valid_manifest_with_disjoint_subjects(tmp_path: Path):
     spec = SyntheticSpec(n_train=24, n_test=20, n_subjects=10)
     table = generate_dataset(spec, seed=5, image_dir=tmp_path / "images")
-    write_manifest(tmp_path / "manifest.parquet", table, image_root=".", au_names=AU_NAMES)
+    write_manifest(
+        tmp_path / "manifest.parquet",
+        table,
+        image_root=".",
+        face_source="landmarks",
+        au_names=AU_NAMES,
+    )
     manifest = read_manifest(tmp_path / "manifest.parquet")
     split, subject = manifest.column("split"), manifest.column("subject")
     assert (split == "train").sum() == 24 and (split == "test").sum() == 20
