@@ -242,27 +242,28 @@ _AU_ACTIONS: dict[str, tuple[tuple[tuple[int, ...], float, float], ...]] = {
         ((2, 3, 13, 14), 0.02, -0.01),
     ),
     "AU14": (
-        ((48, 54), -0.05, -0.02), ((60, 64), -0.045, -0.02), ((49, 53, 59, 55), -0.02, -0.01),
+        ((48, 54), -0.07, -0.025), ((60, 64), -0.065, -0.025), ((49, 53, 59, 55), -0.03, -0.01),
+        ((50, 51, 52), 0.0, 0.02), ((56, 57, 58), 0.0, -0.02),
     ),
     "AU15": (
-        ((48, 54), 0.02, 0.13), ((60, 64), 0.02, 0.12), ((49, 53), 0.0, 0.035),
-        ((59, 55), 0.01, 0.07), ((61, 63), 0.0, 0.05), ((67, 65), 0.0, 0.05),
+        ((48, 54), 0.02, 0.15), ((60, 64), 0.02, 0.14), ((49, 53), 0.0, 0.04),
+        ((59, 55), 0.01, 0.08), ((61, 63), 0.0, 0.05), ((67, 65), 0.0, 0.05),
         ((58, 56), 0.0, 0.025), ((57,), 0.0, -0.01),
     ),
     "AU17": (
-        ((55, 56, 57, 58, 59), 0.0, -0.075), ((65, 66, 67), 0.0, -0.06),
-        ((49, 50, 51, 52, 53), 0.0, -0.03), ((61, 62, 63), 0.0, -0.05),
-        ((48, 54, 60, 64), 0.0, 0.02), ((7, 8, 9), 0.0, -0.05), ((6, 10), 0.0, -0.03),
+        ((55, 56, 57, 58, 59), 0.0, -0.1), ((65, 66, 67), 0.0, -0.07),
+        ((49, 50, 51, 52, 53), 0.0, -0.035), ((61, 62, 63), 0.0, -0.06),
+        ((48, 54, 60, 64), 0.0, 0.025), ((7, 8, 9), 0.0, -0.07), ((6, 10), 0.0, -0.04),
     ),
     "AU20": (
-        ((48, 54), 0.15, 0.03), ((60, 64), 0.14, 0.03), ((49, 53, 59, 55), 0.085, 0.0),
-        ((61, 63, 67, 65), 0.07, 0.0), ((50, 52, 58, 56), 0.035, 0.0), ((50, 51, 52), 0.0, 0.015),
-        ((56, 57, 58), 0.0, -0.02), ((4, 5, 11, 12), 0.025, 0.0),
+        ((48, 54), 0.17, 0.035), ((60, 64), 0.16, 0.035), ((49, 53, 59, 55), 0.1, 0.0),
+        ((61, 63, 67, 65), 0.08, 0.0), ((50, 52, 58, 56), 0.04, 0.0), ((50, 51, 52), 0.0, 0.025),
+        ((56, 57, 58), 0.0, -0.03), ((4, 5, 11, 12), 0.025, 0.0),
     ),
     "AU23": (
-        ((48, 54), -0.06, 0.0), ((60, 64), -0.05, 0.0), ((49, 53), -0.03, 0.035),
-        ((50, 51, 52), 0.0, 0.045), ((59, 55), -0.03, -0.04), ((56, 57, 58), 0.0, -0.05),
-        ((61, 63, 67, 65), -0.02, 0.0),
+        ((48, 54), -0.08, 0.0), ((60, 64), -0.07, 0.0), ((49, 53), -0.045, 0.05),
+        ((50, 51, 52), 0.0, 0.07), ((59, 55), -0.045, -0.06), ((56, 57, 58), 0.0, -0.08),
+        ((61, 63, 67, 65), -0.025, 0.0),
     ),
     "AU25": (
         ((61, 62, 63), 0.0, -0.03), ((49, 50, 51, 52, 53), 0.0, -0.015),
@@ -404,7 +405,8 @@ def sample_scene(rng: np.random.Generator, spec: RenderSpec) -> Scene:
         if occluder == "hand"
         else u(10, 245, 3)
     )
-    blur = u(0.3, max(0.3, spec.max_blur_sigma)) if rng.random() < spec.blur_prob else 0.0
+    sigma = spec.max_blur_sigma
+    blur = u(min(0.3, sigma), sigma) if rng.random() < spec.blur_prob else 0.0
     return Scene(
         seed=int(rng.integers(2**63)),
         iod_frac=iod,
@@ -505,8 +507,9 @@ def _neutral_shape(idt: Identity) -> np.ndarray:
     my, mw, ul, ll = idt.mouth_y, idt.mouth_width, idt.upper_lip, idt.lower_lip
     lm[48:60] = np.array([
         [-mw, my], [-0.6 * mw, my - 0.75 * ul], [-0.22 * mw, my - ul], [0, my - 0.85 * ul],
-        [0.22 * mw, my - ul], [0.6 * mw, my - 0.75 * ul], [mw, my], [0.6 * mw, my + 0.8 * ll],
-        [0.25 * mw, my + ll], [0, my + 1.02 * ll], [-0.25 * mw, my + ll], [-0.6 * mw, my + 0.8 * ll],
+        [0.22 * mw, my - ul], [0.6 * mw, my - 0.75 * ul], [mw, my],
+        [0.6 * mw, my + 0.8 * ll], [0.25 * mw, my + ll], [0, my + 1.02 * ll],
+        [-0.25 * mw, my + ll], [-0.6 * mw, my + 0.8 * ll],
     ])  # fmt: skip
     lm[60:68] = np.array([
         [-0.9 * mw, my], [-0.4 * mw, my], [0, my + 0.005], [0.4 * mw, my], [0.9 * mw, my],
@@ -660,8 +663,11 @@ class _Canvas:
 
 
 def _weakest_first(ops: list[tuple]) -> list[tuple]:
-    """Sort each run of wrinkle lines between two fills by strength: lines of equal strength
-    then batch, and the strongest wins where lines cross."""
+    """Sort each run of wrinkle lines between two fills by strength.
+
+    Lines of equal strength then batch, and the strongest wins where lines cross; the fills
+    (covers that erase shading) keep their place.
+    """
     out: list[tuple] = []
     run: list[tuple] = []
     for op in [*ops, None]:
@@ -673,6 +679,11 @@ def _weakest_first(ops: list[tuple]) -> list[tuple]:
         else:
             run.append(op)
     return out
+
+
+def _vec(dx: float, dy: float) -> np.ndarray:
+    """An offset in the canonical frame."""
+    return np.array((dx, dy))
 
 
 _SQUARE = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
@@ -712,7 +723,9 @@ def _background(size: int, rng: np.random.Generator, clutter: int) -> np.ndarray
     return cv2.addWeighted(image, saturation, grey, 1 - saturation, 0)
 
 
-_HALF_CIRCLE = np.stack([np.cos(np.linspace(0, math.pi, 15)), -np.sin(np.linspace(0, math.pi, 15))], 1)
+_HALF_CIRCLE = np.stack(
+    [np.cos(np.linspace(0, math.pi, 15)), -np.sin(np.linspace(0, math.pi, 15))], 1
+)
 
 
 def _skull_arc(idt: Identity, grow: float, drop: float = 0.0) -> np.ndarray:
@@ -740,7 +753,7 @@ def _draw_body(cv: _Canvas, idt: Identity) -> None:
         center = np.array([side * (w + 0.05), idt.jaw_top + 0.2])
         ear = _ellipse(center, 0.13, 0.3, n=14)
         cv.fill(ear, _rgb_scaled(idt.skin, 0.9))
-        cv.wrinkle((ear[[3, 5, 7, 9, 11]] - center) * 0.7 + center + (-side * 0.02, 0), 0.3)
+        cv.wrinkle((ear[[3, 5, 7, 9, 11]] - center) * 0.7 + center + _vec(-side * 0.02, 0), 0.3)
 
 
 def _draw_head(cv: _Canvas, idt: Identity, lm: np.ndarray) -> None:
@@ -761,22 +774,25 @@ def _draw_eye(cv: _Canvas, lm: np.ndarray, idx: list[int], idt: Identity, scene:
     is_open = opening > 0.012
     if is_open:
         cv.fill(np.concatenate([upper, lower[1:-1]]), (226.0, 222.0, 214.0))
-        mid_lid = (lm[idx[1], 1] + lm[idx[5], 1]) / 2
-        iris = corners + (scene.gaze[0], 0.3 * mid_lid + scene.gaze[1] - 0.05 * idt.eye_height)
+        # The iris follows the middle of the lid opening a little, and the gaze.
+        follow = 0.3 * ((lm[idx[1], 1] + lm[idx[5], 1]) / 2 - corners[1])
+        iris = corners + _vec(scene.gaze[0], follow + scene.gaze[1] - 0.05 * idt.eye_height)
         r = idt.iris_size
         cv.fill(_ellipse(iris, r, r), idt.iris_color)
         cv.fill(_ellipse(iris, 0.45 * r, 0.45 * r, n=12), (18.0, 14.0, 14.0))
-        cv.fill(_ellipse(iris + (-0.3 * r, -0.35 * r), 0.18 * r, 0.18 * r, n=8), (245, 245, 240))
-        cv.fill(np.concatenate([upper, upper[::-1] - (0, 0.17)]), idt.skin)  # lids hide the
-        cv.fill(np.concatenate([lower, lower[::-1] + (0, 0.17)]), idt.skin)  # iris' overflow
-        cv.wrinkle(upper + (0, 0.025), 0.25, 0.05)  # the lid's shadow on the eyeball
+        cv.fill(
+            _ellipse(iris + _vec(-0.3 * r, -0.35 * r), 0.18 * r, 0.18 * r, n=8), (245, 245, 240)
+        )
+        cv.fill(np.concatenate([upper, upper[::-1] - _vec(0, 0.17)]), idt.skin)  # lids hide the
+        cv.fill(np.concatenate([lower, lower[::-1] + _vec(0, 0.17)]), idt.skin)  # iris' overflow
+        cv.wrinkle(upper + _vec(0, 0.025), 0.25, 0.05)  # the lid's shadow on the eyeball
         cv.line(lower, _rgb_scaled(idt.skin, 0.72), 0.015)
     lash = _rgb(np.asarray(idt.brow_color) * 0.4 + 8)
     cv.line(upper, lash, 0.038 if is_open else 0.045)
     # Lid crease, fading as AU05 pulls the lid up into the socket.
     retraction = max(0.0, opening - idt.eye_height)
-    cv.wrinkle(upper[2:-2] - (0, 0.06 + 0.5 * retraction), 0.22 * (1 - 3 * retraction))
-    cv.shadow(_ellipse(corners + (0, -0.12), 0.32, 0.13), 0.12)
+    cv.wrinkle(upper[2:-2] - _vec(0, 0.06 + 0.5 * retraction), 0.22 * (1 - 3 * retraction))
+    cv.shadow(_ellipse(corners + _vec(0, -0.12), 0.32, 0.13), 0.12)
 
 
 _BROW_TAPER = np.interp(np.linspace(0, 1, 13), [0, 0.35, 0.8, 1], [0.35, 0.85, 1.0, 0.85])[:, None]
@@ -794,28 +810,34 @@ def _draw_brow(cv: _Canvas, points: np.ndarray, idt: Identity) -> None:
 
 
 def _draw_nose(cv: _Canvas, lm: np.ndarray, idt: Identity, au: dict[str, float]) -> None:
+    """Bridge shading, alar wings, nostrils (flaring with AU09) and the shadow under the nose."""
     flare = 1 + 0.3 * au["AU09"]
     for side, wing in ((-1, lm[31]), (1, lm[35])):
-        root = lm[27] + (side * 0.1, 0.1)
-        cv.wrinkle(np.array([root, (root + wing) / 2 + (side * 0.03, 0), wing + (0, -0.1)]), 0.07)
+        root = lm[27] + _vec(side * 0.1, 0.1)
+        cv.wrinkle(
+            np.array([root, (root + wing) / 2 + _vec(side * 0.03, 0), wing + _vec(0, -0.1)]), 0.07
+        )
         cv.wrinkle(wing + np.array([[side * 0.02, 0.01], [side * 0.055, -0.04],
                                     [side * 0.04, -0.1], [0.0, -0.13]]), 0.38, 0.03)  # fmt: skip
-        nostril = (wing + lm[33]) / 2 + (side * 0.01, -0.015)
+        nostril = (wing + lm[33]) / 2 + _vec(side * 0.01, -0.015)
         cv.fill(_ellipse(nostril, 0.055 * flare, 0.026, side * 0.25, n=10),
                 _rgb_scaled(idt.skin, 0.35))  # fmt: skip
     cv.wrinkle(_spline(lm[31:36], 2), 0.16)
-    cv.shadow(_ellipse(lm[33] + (0, 0.06), 0.2, 0.05), 0.18)
-    cv.highlight(_ellipse(lm[30] + (0, -0.03), 0.05, 0.07, n=10), 0.18)
+    cv.shadow(_ellipse(lm[33] + _vec(0, 0.06), 0.2, 0.05), 0.18)
+    cv.highlight(_ellipse(lm[30] + _vec(0, -0.03), 0.05, 0.07, n=10), 0.18)
     cv.highlight(_ellipse((lm[27] + lm[30]) / 2, 0.035, 0.2, n=10), 0.1)
 
 
-def _draw_mouth(cv: _Canvas, lm: np.ndarray, idt: Identity) -> None:
-    """Lips, and when they part the dark mouth with upper (and lower) teeth."""
+def _draw_mouth(cv: _Canvas, lm: np.ndarray, idt: Identity, press: float) -> None:
+    """Lips, and when they part the dark mouth with upper (and lower) teeth.
+
+    `press` (AU23, 0-1) darkens and thickens the line where the lips meet.
+    """
     inner_up = _spline(lm[60:65], 3)
     inner_low = _spline(lm[[60, 67, 66, 65, 64]], 3)
     gap = float((inner_low[:, 1] - inner_up[:, 1]).max())
     if gap > 0.01:
-        cv.fill(np.concatenate([inner_up, inner_low[-2:0:-1]]), (52.0, 16.0, 22.0))
+        cv.fill(np.concatenate([inner_up, inner_low[-2:0:-1]]), (38.0, 11.0, 16.0))
         upper_edge = inner_up[1:-1]
         teeth_low = np.minimum(upper_edge[:, 1] + 0.075, inner_low[1:-1, 1])
         teeth = np.stack([upper_edge[:, 0], teeth_low], axis=1)
@@ -830,9 +852,9 @@ def _draw_mouth(cv: _Canvas, lm: np.ndarray, idt: Identity) -> None:
             _rgb_scaled(idt.lip_color, 0.9))  # fmt: skip
     cv.fill(np.concatenate([_spline(lm[[54, 55, 56, 57, 58, 59, 48]], 3), inner_low[::-1]]),
             idt.lip_color)  # fmt: skip
-    cv.line(inner_up, _rgb_scaled(idt.lip_color, 0.45), 0.02)
-    cv.highlight(_ellipse(lm[57] + (0, -0.035), 0.12, 0.025, n=10), 0.2)
-    cv.shadow(_ellipse(lm[57] + (0, 0.08), 0.16, 0.04, n=10), 0.12)
+    cv.line(inner_up, _rgb_scaled(idt.lip_color, 0.45 - 0.25 * press), 0.02 + 0.025 * press)
+    cv.highlight(_ellipse(lm[57] + _vec(0, -0.035), 0.12, 0.025, n=10), 0.2)
+    cv.shadow(_ellipse(lm[57] + _vec(0, 0.08), 0.16, 0.04, n=10), 0.12)
 
 
 _XS = np.linspace(-1, 1, 7)
@@ -845,15 +867,15 @@ def _draw_forehead_and_nose_lines(cv: _Canvas, lm: np.ndarray, au: dict[str, flo
         lift = 0.14 + 0.085 * k
         fade = 1 - 0.2 * k
         y_mid = min(lm[21, 1], lm[22, 1]) - lift
-        cv.wrinkle(_ARCH * (0.4, 0.04) + (0, y_mid), 0.45 * au["AU01"] * fade)
+        cv.wrinkle(_ARCH * (0.4, 0.04) + _vec(0, y_mid), 0.45 * au["AU01"] * fade)
         if au["AU02"] > _MIN_STRENGTH:
             for side, brow in ((-1, lm[19]), (1, lm[24])):
-                lateral = _ARCH * (side * 0.28, 0.03) + (side * 0.58, brow[1] - lift)
+                lateral = _ARCH * (side * 0.28, 0.03) + _vec(side * 0.58, brow[1] - lift)
                 cv.wrinkle(lateral, 0.42 * au["AU02"] * fade)
     if au["AU04"] > _MIN_STRENGTH:
         mid = (lm[21] + lm[22]) / 2
         for side in (-1, 1):
-            cv.wrinkle(np.array([mid + (side * 0.05, -0.08), mid + (side * 0.045, 0.13)]),
+            cv.wrinkle(np.array([mid + _vec(side * 0.05, -0.08), mid + _vec(side * 0.045, 0.13)]),
                        0.5 * au["AU04"])  # fmt: skip
     if au["AU09"] > _MIN_STRENGTH:
         for k in range(3):
@@ -871,45 +893,55 @@ def _draw_eye_and_cheek_lines(
     for side, corner, lower in ((-1, lm[36], lm[[41, 40]]), (1, lm[45], lm[[46, 47]])):
         if au["AU06"] > _MIN_STRENGTH:
             for dy in (-0.06, 0.0, 0.06):
-                start = corner + (side * 0.05, dy * 0.5)
-                cv.wrinkle(np.array([start, start + (side * 0.13, dy * 1.5)]), 0.45 * au["AU06"])
+                start = corner + _vec(side * 0.05, dy * 0.5)
+                cv.wrinkle(
+                    np.array([start, start + _vec(side * 0.13, dy * 1.5)]), 0.45 * au["AU06"]
+                )
         if bulge > _MIN_STRENGTH:
-            cv.wrinkle(_spline(np.concatenate([[corner], lower]), 3) + (0, 0.06), bulge)
+            cv.wrinkle(_spline(np.concatenate([[corner], lower]), 3) + _vec(0, 0.06), bulge)
         apple = np.array([side * 0.56, neutral[30, 1] - 0.1 - rise])
         cv.highlight(_ellipse(apple, 0.2, 0.13, n=12), glow)
-        cv.shadow(_ellipse(apple + (side * 0.3, 0.3), 0.07, 0.25, -side * 0.35, n=10), 0.06)
+        cv.shadow(_ellipse(apple + _vec(side * 0.3, 0.3), 0.07, 0.25, -side * 0.35, n=10), 0.06)
 
 
 def _draw_mouth_lines(cv: _Canvas, lm: np.ndarray, au: dict[str, float]) -> None:
-    """Nasolabial folds (AU12, AU10, AU09, AU06), dimples (AU14), corner folds (AU15),
-    stretch creases (AU20), lip tension lines (AU23) and the chin boss (AU17)."""
+    """Folds and creases around the mouth and on the chin.
+
+    Nasolabial folds (AU12, AU10, AU09, AU06), dimples (AU14), folds below the corners
+    (AU15), stretch creases (AU20), lip tension lines (AU23) and the chin boss (AU17).
+    """
     fold = 0.06 + 0.38 * max(au["AU12"], au["AU10"], 0.8 * au["AU09"], 0.4 * au["AU06"])
     for side, wing, corner in ((-1, lm[31], lm[48]), (1, lm[35], lm[54])):
-        top = wing + (side * 0.07, -0.04)
-        end = corner + (side * 0.1, 0.1 - 0.08 * au["AU12"])
-        bend = (top + end) / 2 + (side * (0.05 + 0.05 * au["AU12"]), 0)
+        top = wing + _vec(side * 0.07, -0.04)
+        end = corner + _vec(side * 0.1, 0.1 - 0.08 * au["AU12"])
+        bend = (top + end) / 2 + _vec(side * (0.05 + 0.05 * au["AU12"]), 0)
         cv.wrinkle(_spline(np.array([top, bend, end]), 4), fold, 0.03)
         if au["AU14"] > _MIN_STRENGTH:
-            cv.wrinkle(np.array([corner + (side * 0.05, -0.05), corner + (side * 0.065, 0.05)]),
-                       0.55 * au["AU14"])  # fmt: skip
-            cv.shadow(_ellipse(corner + (side * 0.1, 0.0), 0.03, 0.04, n=8), 0.35 * au["AU14"])
-        cv.wrinkle(np.array([corner + (side * 0.02, 0.04), corner + (side * 0.07, 0.24)]),
+            dimple = corner + _vec(side * 0.11, 0.0)
+            crease = np.array([corner + _vec(side * 0.05, -0.08), corner + _vec(side * 0.07, 0.07)])
+            cv.wrinkle(crease, 0.75 * au["AU14"], 0.03)
+            cv.shadow(_ellipse(dimple, 0.04, 0.055, n=8), 0.5 * au["AU14"])
+        cv.wrinkle(np.array([corner + _vec(side * 0.02, 0.04), corner + _vec(side * 0.07, 0.24)]),
                    0.45 * au["AU15"])  # fmt: skip
-        cv.wrinkle(np.array([corner + (side * 0.04, 0.0), corner + (side * 0.16, 0.01)]),
-                   0.4 * au["AU20"])  # fmt: skip
+        for dy in (-0.025, 0.025):
+            stretch = np.array(
+                [corner + _vec(side * 0.04, dy), corner + _vec(side * 0.16, 1.5 * dy)]
+            )
+            cv.wrinkle(stretch, 0.55 * au["AU20"])
     if au["AU23"] > _MIN_STRENGTH:
         for x in (-0.12, -0.04, 0.04, 0.12):
-            cv.wrinkle(np.array([[x, lm[51, 1] - 0.09], [x * 1.1, lm[51, 1] - 0.03]]),
-                       0.3 * au["AU23"], 0.02)  # fmt: skip
+            cv.wrinkle(np.array([[x, lm[51, 1] - 0.1], [x * 1.1, lm[51, 1] - 0.02]]),
+                       0.6 * au["AU23"], 0.02)  # fmt: skip
     sulcus_y = (lm[57, 1] + lm[8, 1]) / 2 - 0.05
-    cv.wrinkle(_ARCH * (0.22, 0.04) + (0, sulcus_y), 0.06 + 0.4 * au["AU17"])
+    cv.wrinkle(_ARCH * (0.22, 0.04) + _vec(0, sulcus_y), 0.06 + 0.4 * au["AU17"])
     if au["AU17"] > _MIN_STRENGTH:
         for dx, dy in ((-0.08, 0.05), (0.06, 0.03), (0.0, 0.1), (-0.04, 0.14), (0.09, 0.12)):
-            cv.shadow(_ellipse((dx, sulcus_y + dy), 0.022, 0.018, n=8), 0.45 * au["AU17"])
+            cv.shadow(_ellipse((dx, sulcus_y + dy), 0.026, 0.022, n=8), 0.6 * au["AU17"])
     cv.highlight(_ellipse((0, lm[8, 1] - 0.14), 0.16, 0.08, n=10), 0.08 + 0.15 * au["AU17"])
 
 
 def _draw_hair(cv: _Canvas, idt: Identity) -> None:
+    """Hair over the skull down to the hairline, or a jagged fringe over the forehead."""
     if idt.hair_style == "bald":
         return
     w, hl = idt.face_width, idt.hairline
@@ -930,18 +962,20 @@ def _draw_hair(cv: _Canvas, idt: Identity) -> None:
 
 
 def _draw_glasses(cv: _Canvas, lm: np.ndarray, idt: Identity) -> None:
+    """Round frames with a glint on each lens, a bridge and temple arms to the ears."""
     width = 0.035
     centres = [(lm[36] + lm[39]) / 2, (lm[42] + lm[45]) / 2]
     for side, c in zip((-1, 1), centres, strict=True):
-        cv.line(_ellipse(c + (0, 0.02), 0.29, 0.2, n=20), idt.glasses_color, width, closed=True)
+        cv.line(_ellipse(c + _vec(0, 0.02), 0.29, 0.2, n=20), idt.glasses_color, width, closed=True)
         cv.highlight(c + np.array([[-0.15, 0.1], [-0.08, 0.12], [0.1, -0.12], [0.03, -0.14]]), 0.15)
-        cv.line(np.array([c + (side * 0.29, -0.02), (side * idt.face_width, -0.04)]),
+        cv.line(np.array([c + _vec(side * 0.29, -0.02), (side * idt.face_width, -0.04)]),
                 idt.glasses_color, width)  # fmt: skip
-    cv.line(np.array([centres[0] + (0.29, -0.03), (0, -0.09), centres[1] + (-0.29, -0.03)]),
+    cv.line(np.array([centres[0] + _vec(0.29, -0.03), (0, -0.09), centres[1] + _vec(-0.29, -0.03)]),
             idt.glasses_color, width)  # fmt: skip
 
 
 def _draw_occluder(cv: _Canvas, lm: np.ndarray, scene: Scene) -> None:
+    """A hand, a bar, sunglasses or a blob-like object in front of the face."""
     pos, size, angle = np.array(scene.occluder_pos), scene.occluder_size, scene.occluder_angle
     color = scene.occluder_color
     direction = np.array([math.cos(angle), math.sin(angle)])
@@ -962,9 +996,9 @@ def _draw_occluder(cv: _Canvas, lm: np.ndarray, scene: Scene) -> None:
                            pos + along - thick]), color)  # fmt: skip
     elif scene.occluder == "sunglasses":
         for c in ((lm[36] + lm[39]) / 2, (lm[42] + lm[45]) / 2):
-            cv.cover(_ellipse(c + (0, 0.03), 0.31 * size, 0.22 * size, n=20),
+            cv.cover(_ellipse(c + _vec(0, 0.03), 0.31 * size, 0.22 * size, n=20),
                      _rgb_scaled(color, 0.2))  # fmt: skip
-        cv.line(np.array([lm[39] + (0, -0.04), lm[27], lm[42] + (0, -0.04)]),
+        cv.line(np.array([lm[39] + _vec(0, -0.04), lm[27], lm[42] + _vec(0, -0.04)]),
                 _rgb_scaled(color, 0.3), 0.04)  # fmt: skip
     else:
         cv.cover(_ellipse(pos, 0.3 * size, 0.55 * size, angle, n=20), color)
@@ -978,7 +1012,9 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return ramp[None, :], ramp[:, None]
 
 
-def _finish(layers: list[np.ndarray], pose: _Pose, scene: Scene, rng: np.random.Generator):
+def _finish(
+    layers: list[np.ndarray], pose: _Pose, scene: Scene, rng: np.random.Generator
+) -> np.ndarray:
     """Apply shading, lighting, colour cast, contrast, blur and noise; return uint8 RGB."""
     image, fine, soft, light, mask = layers
     size = image.shape[0]
@@ -1059,7 +1095,7 @@ def render_face(
     _draw_brow(cv, lm[17:22], identity)
     _draw_brow(cv, lm[26:21:-1], identity)
     _draw_nose(cv, lm, identity, au)
-    _draw_mouth(cv, lm, identity)
+    _draw_mouth(cv, lm, identity, au["AU23"])
     _draw_forehead_and_nose_lines(cv, lm, au)
     _draw_eye_and_cheek_lines(cv, lm, neutral, au)
     _draw_mouth_lines(cv, lm, au)
