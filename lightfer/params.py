@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -24,9 +25,14 @@ from pydantic import (
     model_validator,
 )
 
+from lightfer.data.affectnet import check_affectnet_layout
+from lightfer.data.caers import check_caers_layout
+from lightfer.data.ferplus import check_ferplus_layout
+from lightfer.data.rafdb import check_rafdb_layout
 from lightfer.data.synthetic.generator import SyntheticSpec
-from lightfer.errors import ParamsError
+from lightfer.errors import DatasetError, ParamsError
 from lightfer.faces.align import AlignSpec
+from lightfer.faces.detect import DetectSpec
 from lightfer.labels import CLASSES
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -49,6 +55,70 @@ class SyntheticDataset(SyntheticSpec):
     kind: Literal["synthetic"]
 
 
+def _resolve_root(root: Path, info: ValidationInfo, expected: str) -> Path:
+    base = Path((info.context or {}).get("base_dir", "."))
+    resolved = root if root.is_absolute() else base / root
+    if not resolved.is_dir():
+        raise ValueError(
+            f"directory {str(resolved)!r} does not exist; point it at the folder that holds "
+            f"{expected}"
+        )
+    return resolved
+
+
+class _RootedDataset(_Section):
+    """A dataset as distributed, under `root`; its layout is checked when params load."""
+
+    root: Path = Field(description="the dataset's directory, as distributed")
+    _expected: ClassVar[str]
+    _check_layout: ClassVar[Callable[[Path], None]]
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, root: Path, info: ValidationInfo) -> Path:
+        return _resolve_root(root, info, cls._expected)
+
+    @model_validator(mode="after")
+    def _layout_matches(self) -> _RootedDataset:
+        try:
+            type(self)._check_layout(self.root)
+        except DatasetError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class RafdbDataset(_RootedDataset):
+    """RAF-DB basic: `EmoLabel/list_patition_label.txt` and `Image/aligned/`."""
+
+    kind: Literal["rafdb"]
+    _expected = "EmoLabel/ and Image/aligned/"
+    _check_layout = staticmethod(check_rafdb_layout)
+
+
+class FerplusDataset(_RootedDataset):
+    """FER+: `fer2013.csv` + `fer2013new.csv`, or the generated `FER2013*/label.csv` folders."""
+
+    kind: Literal["ferplus"]
+    _expected = "fer2013.csv and fer2013new.csv (or FER2013Train/ ... with label.csv)"
+    _check_layout = staticmethod(check_ferplus_layout)
+
+
+class CaersDataset(_RootedDataset):
+    """CAER-S: `train|test/<Anger|...|Surprise>/*.png` whole frames (faces are detected)."""
+
+    kind: Literal["caers"]
+    _expected = "train/ and test/ with one folder per emotion"
+    _check_layout = staticmethod(check_caers_layout)
+
+
+class AffectnetDataset(_RootedDataset):
+    """AffectNet-7: the CSV release or the `train_set|val_set` npy release."""
+
+    kind: Literal["affectnet"]
+    _expected = "training.csv and validation.csv (or train_set/ and val_set/)"
+    _check_layout = staticmethod(check_affectnet_layout)
+
+
 class ImageFolderDataset(_Section):
     """Already aligned faces in `root/<split folder>/<class folder>/*` (torchvision layout).
 
@@ -67,14 +137,7 @@ class ImageFolderDataset(_Section):
     @field_validator("root")
     @classmethod
     def _root_exists(cls, root: Path, info: ValidationInfo) -> Path:
-        base = Path((info.context or {}).get("base_dir", "."))
-        resolved = root if root.is_absolute() else base / root
-        if not resolved.is_dir():
-            raise ValueError(
-                f"directory {str(resolved)!r} does not exist; point it at the folder that holds "
-                "the split folders (e.g. train/ and test/)"
-            )
-        return resolved
+        return _resolve_root(root, info, "the split folders (e.g. train/ and test/)")
 
     @field_validator("classes")
     @classmethod
@@ -99,8 +162,32 @@ class ImageFolderDataset(_Section):
         return self
 
 
-Dataset = Annotated[SyntheticDataset | ImageFolderDataset, Field(discriminator="kind")]
-DATASET_KINDS = ("synthetic", "imagefolder")
+_DATASET_MODELS = (
+    SyntheticDataset,
+    RafdbDataset,
+    FerplusDataset,
+    CaersDataset,
+    AffectnetDataset,
+    ImageFolderDataset,
+)
+Dataset = Annotated[
+    SyntheticDataset
+    | RafdbDataset
+    | FerplusDataset
+    | CaersDataset
+    | AffectnetDataset
+    | ImageFolderDataset,
+    Field(discriminator="kind"),
+]
+DATASET_KINDS: dict[str, type[BaseModel]] = {
+    get_args(model.model_fields["kind"].annotation)[0]: model for model in _DATASET_MODELS
+}
+
+
+class AlignParams(AlignSpec):
+    """`align`: the crop geometry, and MTCNN for faces that must be detected."""
+
+    detect: DetectSpec = Field(default_factory=DetectSpec, description="MTCNN settings")
 
 
 class Params(_Section):
@@ -108,7 +195,7 @@ class Params(_Section):
 
     base: BaseParams = Field(default_factory=BaseParams)
     datasets: dict[str, Dataset] = Field(min_length=1, description="datasets the DAG runs on")
-    align: AlignSpec = Field(default_factory=AlignSpec)
+    align: AlignParams = Field(default_factory=AlignParams)
 
     @field_validator("datasets")
     @classmethod
@@ -118,7 +205,7 @@ class Params(_Section):
             raise ValueError(f"dataset names {bad} must match {_NAME.pattern} (used in paths)")
         return datasets
 
-    def dataset(self, name: str) -> SyntheticDataset | ImageFolderDataset:
+    def dataset(self, name: str) -> Any:
         """The dataset called `name`, or a `ParamsError` listing the configured ones."""
         if name not in self.datasets:
             raise ParamsError(
@@ -174,8 +261,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         part = parts.pop(0)
         if model is Params and part == "datasets" and len(parts) >= 2:
             parts.pop(0)  # the dataset name
-            kind = parts.pop(0)
-            model = SyntheticDataset if kind == "synthetic" else ImageFolderDataset
+            model = DATASET_KINDS.get(str(parts.pop(0)))
             continue
         field = getattr(model, "model_fields", {}).get(part)
         model = field.annotation if field is not None else None

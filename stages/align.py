@@ -33,7 +33,14 @@ def run(params: Params, dataset: str, root: Path) -> dict[str, Any]:
         tqdm(total=len(manifest), desc="align", unit="img", file=sys.stderr) as bar,
     ):
         tmp.mkdir()
-        summary = build_face_cache(manifest, params.align, tmp, progress=bar.update)
+        summary = build_face_cache(
+            manifest,
+            params.align,
+            tmp,
+            detect=params.align.detect,
+            threads=params.base.threads,
+            progress=bar.update,
+        )
     write_json(root / "reports" / dataset / "align.json", summary)
     if summary["skipped"]:
         logger.warning("%s: %d of %d samples skipped: %s", dataset, summary["skipped"],

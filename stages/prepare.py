@@ -12,8 +12,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from lightfer.data.affectnet import scan_affectnet
+from lightfer.data.caers import scan_caers
 from lightfer.data.contact_sheet import contact_sheet
+from lightfer.data.ferplus import scan_ferplus
 from lightfer.data.imagefolder import scan_imagefolder
+from lightfer.data.rafdb import scan_rafdb
 from lightfer.data.synthetic.generator import generate_dataset, task_ceiling
 from lightfer.io import atomic_path, remove_stale_temporaries, write_json
 from lightfer.labels import AU_NAMES, CLASSES
@@ -52,6 +56,23 @@ def _synthetic(cfg: SyntheticDataset, seed: int, out: Path, workers: int) -> dic
     }
 
 
+_SCANNERS = {"rafdb": scan_rafdb, "caers": scan_caers, "affectnet": scan_affectnet}
+
+
+def _adapt(cfg: Any, out: Path) -> dict[str, Any]:
+    """Run the dataset's adapter and write its manifest; FER+ CSV pixels become PNGs in `out`."""
+    if cfg.kind == "imagefolder":
+        table, summary = scan_imagefolder(cfg.root, cfg.classes, cfg.splits)
+        summary["face_source"] = "aligned"
+    elif cfg.kind == "ferplus":
+        table, summary = scan_ferplus(cfg.root, image_dir=out / "images")
+    else:
+        table, summary = _SCANNERS[cfg.kind](cfg.root)
+    image_root = "images" if summary.get("image_root") == "image_dir" else cfg.root
+    write_manifest(out / MANIFEST, table, image_root=image_root, face_source=summary["face_source"])
+    return summary
+
+
 def _counts(labels: np.ndarray) -> dict[str, int]:
     return {name: int((labels == k).sum()) for k, name in enumerate(CLASSES)}
 
@@ -66,8 +87,8 @@ def _split_summary(manifest: Manifest) -> dict[str, Any]:
 
 
 def run(params: Params, dataset: str, root: Path) -> dict[str, Any]:
-    """Write `data/<dataset>/prepared/` (manifest, and images for synthetic data),
-    a contact sheet and the summary metrics."""
+    """Write `data/<dataset>/prepared/` (the manifest, and the images for synthetic data
+    and FER+'s CSV pixels), a contact sheet and the summary metrics."""
     cfg = params.dataset(dataset)
     out_dir = prepared_dir(root, dataset)
     remove_stale_temporaries(out_dir.parent)
@@ -76,8 +97,7 @@ def run(params: Params, dataset: str, root: Path) -> dict[str, Any]:
         if isinstance(cfg, SyntheticDataset):
             summary = _synthetic(cfg, params.base.seed, tmp, workers=params.base.threads)
         else:
-            table, summary = scan_imagefolder(cfg.root, cfg.classes, cfg.splits)
-            write_manifest(tmp / MANIFEST, table, image_root=cfg.root, face_source="aligned")
+            summary = _adapt(cfg, tmp)
         manifest = read_manifest(tmp / MANIFEST)
         summary.update(_split_summary(manifest))
         sheet = contact_sheet(manifest, seed=params.base.seed)
