@@ -12,13 +12,7 @@ from typer.testing import CliRunner
 from lightfer.cli import app
 from lightfer.errors import ParamsError
 from lightfer.labels import CLASSES
-from lightfer.params import (
-    ImageFolderDataset,
-    Params,
-    SyntheticDataset,
-    load_params,
-    validate_params,
-)
+from lightfer.params import DATASET_KINDS, Params, load_params, validate_params
 from tests.conftest import PROJECT_ROOT, default_params
 
 OFFICIAL_FOLDERS = {str(k): name for k, name in enumerate(CLASSES)}
@@ -66,7 +60,8 @@ def test_choice_error_lists_the_allowed_values():
 
 def test_dataset_kind_typo_lists_the_kinds():
     message = _error(_with("datasets.synthetic.kind", "synthetik"))
-    assert "datasets.synthetic.kind: 'synthetik' is not one of synthetic, imagefolder" in message
+    kinds = "synthetic, rafdb, ferplus, caers, affectnet, imagefolder"
+    assert f"datasets.synthetic.kind: 'synthetik' is not one of {kinds}" in message
 
 
 @pytest.mark.parametrize(
@@ -163,6 +158,20 @@ def _field_names(model) -> set[str]:
 def test_no_param_key_is_named_size_or_nfiles():
     """DVC's run-cache drops keys named `size` or `nfiles` from a stage's hash at any depth
     (treeverse/dvc#10296), so changing such a param would silently check out stale outputs."""
-    names = _field_names(Params) | _field_names(SyntheticDataset) | _field_names(ImageFolderDataset)
+    names = _field_names(Params)
+    for model in DATASET_KINDS.values():
+        names |= _field_names(model)
     assert "crop_size" in names
     assert not names & {"size", "nfiles"}
+
+
+def test_a_dataset_root_that_is_not_the_layout_says_what_was_expected(tmp_path: Path):
+    (tmp_path / "EmoLabel").mkdir()
+    message = _error(_with("datasets", {"raf": {"kind": "rafdb", "root": str(tmp_path)}}))
+    assert message.splitlines()[1].strip().startswith("datasets.raf:")
+    assert "list_patition_label.txt" in message
+
+
+def test_detection_settings_are_checked_too():
+    message = _error(_with("align.detect", {"no_face": "guess"}))
+    assert "align.detect.no_face: 'guess' is not one of skip, center_crop" in message
