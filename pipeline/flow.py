@@ -27,16 +27,16 @@ logger = logging.getLogger("lightfer.pipeline")
 
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    run = get_stage(parameters["stage"]).expand(parameters["dataset"])
+    run = get_stage(parameters["stage"]).expand(**parameters["values"])
     return stage_cache_key(run, Path(parameters["root"]), Path(parameters["params_file"]))
 
 
 @task(cache_key_fn=_cache_key, persist_result=True)
-def run_stage(stage: str, dataset: str | None, root: str, params_file: str) -> dict[str, Any]:
-    """Run one stage function, exactly as `python -m stages.<stage>` would."""
+def run_stage(stage: str, values: dict[str, Any], root: str, params_file: str) -> dict[str, Any]:
+    """Run one stage function, exactly as `python -m stages.<module>` would."""
     params = load_params(params_file)
     configure_process(params)
-    return get_stage(stage).run(params, dataset, Path(root))
+    return get_stage(stage).run(params, Path(root), **values)
 
 
 @flow(name="lightfer")
@@ -53,7 +53,7 @@ def lightfer_flow(
             continue
         outputs_missing = not all((project / out).exists() for out in run.outs)
         task_run = run_stage.with_options(name=run.name, refresh_cache=outputs_missing)
-        results[run.name] = task_run(run.stage, run.dataset, str(project), str(params_path))
+        results[run.name] = task_run(run.stage, run.values, str(project), str(params_path))
     return results
 
 

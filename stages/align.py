@@ -23,7 +23,7 @@ def faces_dir(root: Path, dataset: str) -> Path:
     return root / "data" / dataset / "faces"
 
 
-def run(params: Params, dataset: str, root: Path) -> dict[str, Any]:
+def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
     """Write `data/<dataset>/faces/` (faces.npy + faces.parquet) and the summary metrics."""
     manifest = read_manifest(prepared_dir(root, dataset) / MANIFEST)
     out_dir = faces_dir(root, dataset)

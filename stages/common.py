@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightfer.errors import LightferError
+from lightfer.errors import LightferError, ParamsError
 from lightfer.params import Params, load_params
 
 logger = logging.getLogger("lightfer.stages")
@@ -20,49 +21,75 @@ logger = logging.getLogger("lightfer.stages")
 COMMON_DEPS: tuple[str, ...] = ("stages/common.py", "lightfer/params.py", "lightfer/io.py")
 
 
+# The axes a stage can expand over, and where their values come from in params.
+AXES: dict[str, Callable[[Params], list[Any]]] = {
+    "dataset": lambda params: list(params.datasets),
+    "regime": lambda params: list(params.train.regimes),
+    "seed": lambda params: list(params.train.seeds),
+}
+
+
 @dataclass(frozen=True)
 class StageRun:
-    """One expanded stage (`<name>@<dataset>`, or `<name>` for a stage that is not per
-    dataset), as DVC names and resolves it."""
+    """One expanded stage, named as DVC names it: `<name>` for a stage without axes,
+    `<name>@<dataset>` for a `foreach`, `<name>@<dataset>-<regime>-<seed>` for a `matrix`."""
 
     stage: str
-    dataset: str | None
+    values: dict[str, Any]
     deps: tuple[str, ...]
     outs: tuple[str, ...]
     params: tuple[str, ...]
 
     @property
     def name(self) -> str:
-        return self.stage if self.dataset is None else f"{self.stage}@{self.dataset}"
+        if not self.values:
+            return self.stage
+        return f"{self.stage}@{'-'.join(str(v) for v in self.values.values())}"
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A stage's declaration: paths and param keys are templates over `{dataset}`.
+    """A stage's declaration: paths and param keys are templates over its `axes`.
 
-    `outs` lists every output, metrics files included; `run(params, dataset, root)` writes
-    them under `root` and returns the stage's summary. A stage with `per_dataset=False`
-    runs once (its `dataset` is None), as a plain DVC stage instead of a `foreach`.
+    `outs` lists every output, metrics files included; `run(params, root, **values)`
+    writes them under `root` and returns the stage's summary. `axes` names what the stage
+    expands over, in DVC's matrix order (see `AXES`); none means a single plain stage.
     """
 
     name: str
     deps: tuple[str, ...]
     outs: tuple[str, ...]
     params: tuple[str, ...]
-    run: Callable[[Params, str | None, Path], dict[str, Any]]
-    per_dataset: bool = True
+    run: Callable[..., dict[str, Any]]
+    axes: tuple[str, ...] = ("dataset",)
 
-    def expand(self, dataset: str | None) -> StageRun:
+    @property
+    def module(self) -> str:
+        """The module under `stages/` (`train-ef` lives in `stages/train_ef.py`)."""
+        return self.name.replace("-", "_")
+
+    def expand(self, **values: Any) -> StageRun:
+        """The stage run for one value per axis."""
+        if set(values) != set(self.axes):
+            raise LightferError(f"stage {self.name} needs values for {self.axes}, got {values}")
+
         def fill(items: tuple[str, ...]) -> tuple[str, ...]:
-            return tuple(item.format(dataset=dataset) for item in items)
+            return tuple(item.format(**values) for item in items)
 
         return StageRun(
             stage=self.name,
-            dataset=dataset,
+            values={axis: values[axis] for axis in self.axes},
             deps=COMMON_DEPS + fill(self.deps),
             outs=fill(self.outs),
             params=fill(self.params),
         )
+
+    def expand_all(self, params: Params) -> list[StageRun]:
+        """Every run of this stage for these params, in DVC's order."""
+        return [
+            self.expand(**dict(zip(self.axes, combo, strict=True)))
+            for combo in itertools.product(*(AXES[axis](params) for axis in self.axes))
+        ]
 
 
 def configure_process(params: Params) -> None:
@@ -88,20 +115,24 @@ def configure_logging() -> None:
 
 
 def stage_main(spec: StageSpec, argv: list[str] | None = None) -> int:
-    """Command-line entry of a stage: `python -m stages.<name> --dataset NAME`."""
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{spec.name}")
-    if spec.per_dataset:
-        parser.add_argument("--dataset", required=True, help="a key of params.yaml's datasets")
+    """Command-line entry of a stage: `python -m stages.<module> --<axis> VALUE ...`."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{spec.module}")
+    for axis in spec.axes:
+        parser.add_argument(f"--{axis}", required=True, type=int if axis == "seed" else str)
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
     args = parser.parse_args(argv)
-    dataset = getattr(args, "dataset", None)
+    values = {axis: getattr(args, axis) for axis in spec.axes}
     configure_logging()
     try:
         params = load_params(args.params)
-        if dataset is not None:
-            params.dataset(dataset)
+        for axis, value in values.items():
+            if value not in AXES[axis](params):
+                raise ParamsError(
+                    f"{axis} {value!r} is not configured in {args.params}; configured: "
+                    + ", ".join(map(str, AXES[axis](params)))
+                )
         configure_process(params)
-        spec.run(params, dataset, Path("."))
+        spec.run(params, Path("."), **values)
     except LightferError as exc:
         logger.error("%s failed: %s", spec.name, exc)
         return 1

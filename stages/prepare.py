@@ -86,7 +86,7 @@ def _split_summary(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def run(params: Params, dataset: str, root: Path) -> dict[str, Any]:
+def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
     """Write `data/<dataset>/prepared/` (the manifest, and the images for synthetic data
     and FER+'s CSV pixels), a contact sheet and the summary metrics."""
     cfg = params.dataset(dataset)

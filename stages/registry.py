@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from lightfer.errors import LightferError
 from lightfer.params import Params
-from stages import align, prepare
+from stages import align, bench, prepare
 from stages.common import StageRun, StageSpec
 
-STAGES: tuple[StageSpec, ...] = (prepare.STAGE, align.STAGE)
+STAGES: tuple[StageSpec, ...] = (prepare.STAGE, align.STAGE, bench.STAGE)
 
 
 def get_stage(name: str) -> StageSpec:
@@ -20,8 +20,4 @@ def get_stage(name: str) -> StageSpec:
 
 def plan(params: Params) -> list[StageRun]:
     """Every stage run the DAG holds for these params, in an order that respects dependencies."""
-    runs = []
-    for spec in STAGES:
-        datasets = list(params.datasets) if spec.per_dataset else [None]
-        runs += [spec.expand(dataset) for dataset in datasets]
-    return runs
+    return [run for spec in STAGES for run in spec.expand_all(params)]

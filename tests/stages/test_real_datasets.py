@@ -22,7 +22,11 @@ def _run(tmp_path: Path, write_params, name: str, dataset: dict) -> tuple[dict, 
     raw = tiny_params(**{name: dataset})
     params = load_params(write_params(raw))
     project = tmp_path / "project"
-    return prepare.run(params, name, project), align.run(params, name, project), project
+    return (
+        prepare.run(params, project, dataset=name),
+        align.run(params, project, dataset=name),
+        project,
+    )
 
 
 def test_rafdb(tmp_path: Path, write_params):
