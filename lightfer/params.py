@@ -34,6 +34,7 @@ from lightfer.errors import DatasetError, ParamsError
 from lightfer.faces.align import AlignSpec
 from lightfer.faces.detect import DetectSpec
 from lightfer.labels import CLASSES
+from lightfer.training.config import TrainConfig
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -190,12 +191,97 @@ class AlignParams(AlignSpec):
     detect: DetectSpec = Field(default_factory=DetectSpec, description="MTCNN settings")
 
 
+class BenchParams(_Section):
+    """`bench`: what the cost benchmark measures (see `lightfer.bench.run_benchmark`)."""
+
+    models: tuple[str, ...] = Field(
+        ("efficientface", "resnet50", "shufflenet_v2_x1_0"),
+        min_length=1,
+        description="registry names; the speed targets need these three",
+    )
+    image_size: int = Field(224, ge=32, le=1024, description="square input side, px")
+    batch_sizes: tuple[Annotated[int, Field(ge=1, le=1024)], ...] = Field(
+        (1, 16), min_length=1, description="CPU batch sizes; GPU uses the largest"
+    )
+    repeats: int = Field(5, ge=1, le=100, description="interleaved rounds (medians over them)")
+    block_seconds: float = Field(0.5, gt=0, le=30, description="length of one timed block, s")
+    onnx: bool = Field(True, description="also measure ONNX Runtime fp32")
+    int8: bool = Field(True, description="also measure the int8 ONNX model")
+    memory: bool = Field(True, description="measure peak inference memory (subprocesses)")
+    gpu: bool = Field(True, description="measure GPU batches/s when CUDA is available")
+    threads: int = Field(1, ge=1, le=256, description="intra-op threads while timing")
+
+
+class ModelTraining(_Section):
+    """How one model is built and trained."""
+
+    arch: str = Field(description="registry name (lightfer.models.list_models())")
+    pretrained: Path | None = Field(
+        None, description="checkpoint to start from (project, official, or MS-Celeb-1M file)"
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training settings")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_exists(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is None:
+            return None
+        base = Path((info.context or {}).get("base_dir", "."))
+        resolved = path if path.is_absolute() else base / path
+        if not resolved.is_file():
+            raise ValueError(f"file {str(resolved)!r} does not exist; give a checkpoint file")
+        return resolved
+
+
+class TrainParams(_Section):
+    """`train`: the LDG and the EfficientFace runs (regimes x seeds) of every dataset."""
+
+    val_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        lt=0.5,
+        description="share of train held out for model selection, where a dataset has no val",
+    )
+    regimes: tuple[Literal["sll", "ldl"], ...] = Field(
+        ("sll", "ldl"), min_length=1, description="EfficientFace training regimes"
+    )
+    seeds: tuple[Annotated[int, Field(ge=0, le=2**31 - 1)], ...] = Field(
+        (0, 1, 2), min_length=1, description="one EfficientFace run per seed and regime"
+    )
+    ldg: ModelTraining = Field(
+        default_factory=lambda: ModelTraining(arch="resnet50"),
+        description="the label distribution generator (ResNet-50 in the paper)",
+    )
+    ef: ModelTraining = Field(
+        default_factory=lambda: ModelTraining(arch="efficientface"),
+        description="the student",
+    )
+
+    @field_validator("regimes", "seeds")
+    @classmethod
+    def _unique(cls, values: tuple) -> tuple:
+        if len(set(values)) != len(values):
+            raise ValueError(f"values must be unique, got {list(values)}")
+        return values
+
+
+class SoftLabelParams(_Section):
+    """`soft_labels`: how the frozen LDG's outputs become soft labels."""
+
+    temperature: float = Field(
+        1.0, gt=0.0, le=100.0, description="softmax temperature (1: the paper's plain softmax)"
+    )
+
+
 class Params(_Section):
     """The whole of `params.yaml`."""
 
     base: BaseParams = Field(default_factory=BaseParams)
     datasets: dict[str, Dataset] = Field(min_length=1, description="datasets the DAG runs on")
     align: AlignParams = Field(default_factory=AlignParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    soft_labels: SoftLabelParams = Field(default_factory=SoftLabelParams)
+    bench: BenchParams = Field(default_factory=BenchParams)
 
     @field_validator("datasets")
     @classmethod

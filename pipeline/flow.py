@@ -3,7 +3,7 @@
     python -m pipeline.flow [--params params.yaml] [--stage prepare ...]
 
 Tasks are cached on what DVC hashes (params values, code and data dependencies; see
-`pipeline/caching.py`) and results persist under `PREFECT_HOME`, so a second run skips
+`stages/fingerprint.py`) and results persist under `PREFECT_HOME`, so a second run skips
 stages whose inputs did not change; a stage whose outputs are missing runs again.
 """
 
@@ -19,8 +19,8 @@ from prefect.context import TaskRunContext
 
 from lightfer.errors import LightferError
 from lightfer.params import load_params
-from pipeline.caching import stage_cache_key
 from stages.common import configure_process
+from stages.fingerprint import stage_fingerprint
 from stages.registry import get_stage, plan
 
 logger = logging.getLogger("lightfer.pipeline")
@@ -28,7 +28,8 @@ logger = logging.getLogger("lightfer.pipeline")
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     run = get_stage(parameters["stage"]).expand(**parameters["values"])
-    return stage_cache_key(run, Path(parameters["root"]), Path(parameters["params_file"]))
+    params = load_params(parameters["params_file"])
+    return stage_fingerprint(run, Path(parameters["root"]), params)
 
 
 @task(cache_key_fn=_cache_key, persist_result=True)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from lightfer.errors import LightferError
 from lightfer.params import Params
-from stages import align, bench, prepare
+from stages import align, bench, evaluate, prepare, soft_labels, train_ef, train_ldg
 from stages.common import StageRun, StageSpec
 
-STAGES: tuple[StageSpec, ...] = (prepare.STAGE, align.STAGE, bench.STAGE)
+STAGES: tuple[StageSpec, ...] = (
+    prepare.STAGE,
+    align.STAGE,
+    train_ldg.STAGE,
+    soft_labels.STAGE,
+    train_ef.STAGE,
+    evaluate.STAGE,
+    bench.STAGE,
+)
 
 
 def get_stage(name: str) -> StageSpec:

@@ -1,8 +1,10 @@
-"""Cache keys for Prefect tasks that cover exactly what DVC's stage hashes cover.
+"""Fingerprints of a stage run that cover exactly what DVC's stage hashes cover.
 
-A stage's key is the hash of its name, the values of the param keys it declares, and the
-contents of every dependency it declares (code and data), so a Prefect run reuses a result
-only when `dvc repro` would also skip the stage.
+A run's fingerprint is the hash of its name, the values of the param keys it declares and
+the contents of every dependency it declares (code and data). Prefect tasks use it as
+their cache key, so a Prefect run reuses a result only when `dvc repro` would also skip
+the stage; training stages use it to name their resumable state, so a killed run resumes
+only into the run it was.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lightfer.params import Params
 from stages.common import StageRun
 
 _IGNORED_DIRS = {"__pycache__"}
@@ -48,9 +49,9 @@ def hash_path(path: Path) -> str:
     return digest.hexdigest()
 
 
-def stage_cache_key(run: StageRun, root: Path, params_file: Path) -> str:
-    """The cache key of one stage run (see the module docstring)."""
-    raw = yaml.safe_load(params_file.read_text())
+def stage_fingerprint(run: StageRun, root: Path, params: Params) -> str:
+    """The fingerprint of one stage run (see the module docstring)."""
+    raw = params.model_dump(mode="json")
     digest = hashlib.sha256(run.name.encode())
     for key in run.params:
         digest.update(f"{key}={json.dumps(_lookup(raw, key), sort_keys=True)}".encode())
