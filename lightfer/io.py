@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -96,9 +95,3 @@ def write_parquet(path: str | os.PathLike[str], table: pa.Table) -> None:
     """Write a pyarrow table to Parquet atomically."""
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-
-
-def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Write a numpy array in `.npy` format atomically (readable with `np.load(mmap_mode='r')`)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)

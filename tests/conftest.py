@@ -27,6 +27,18 @@ def tiny_params(**datasets: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread for every test: the two cores are shared, and small ops crawl
+    when threads are oversubscribed. Imported lazily, since many tests never use torch."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def write_params(tmp_path: Path):
     """Write a params mapping to `tmp_path/params.yaml` and return its path."""

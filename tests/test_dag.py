@@ -65,7 +65,8 @@ def test_stages_expand_over_every_configured_dataset(tmp_path: Path, write_param
     dvc = _dvc_view(tmp_path)
     expected = {"prepare@alpha", "align@beta", "train-ldg@beta", "evaluate@alpha", "bench"}
     assert expected <= set(dvc)
-    assert len([name for name in dvc if name.startswith("train-ef@")]) == 2 * 2 * 3
+    runs = len(params["train"]["regimes"]) * len(params["train"]["seeds"])
+    assert len([name for name in dvc if name.startswith("train-ef@")]) == 2 * runs
     assert dvc == _flow_view(params_file)
 
 

@@ -37,7 +37,7 @@ def _with(path: str, value) -> dict:
 def test_the_project_params_file_is_valid():
     params = load_params(PROJECT_ROOT / "params.yaml")
     assert "synthetic" in params.datasets
-    assert params.align.crop_size == 64
+    assert params.train.ef.arch == "efficientface"
 
 
 def test_unknown_key_is_named_with_a_suggestion():

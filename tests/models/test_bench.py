@@ -24,15 +24,6 @@ from lightfer.bench import (
 from lightfer.models import create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores are shared with other workers: keep each test on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_counts_match_the_reference_figures():
     model = create_model("efficientface")
     assert count_parameters(model) == 1_275_293

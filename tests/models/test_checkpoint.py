@@ -22,15 +22,6 @@ RAFDB_MEAN = (0.57535914, 0.44928582, 0.40079932)
 RAFDB_STD = (0.20735591, 0.18981615, 0.18132027)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores are shared with other workers: keep each test on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _save(path, model, *, arch="efficientface", classes=CLASSES, **kwargs):
     return save_checkpoint(
         path, model, arch=arch, classes=classes, image_size=112, mean=RAFDB_MEAN,

@@ -168,15 +168,6 @@ class _OfficialEfficientFace(nn.Module):
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores are shared with other workers: keep each test on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def official() -> _OfficialEfficientFace:
     """The upstream re-creation with recalibrated batch-norm statistics, in eval mode."""

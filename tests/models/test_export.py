@@ -21,15 +21,6 @@ from lightfer.models import create_model, recalibrate_batchnorm
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores are shared with other workers: keep each test on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(count: int, batch: int = 4, seed: int = 0) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, 3, SIZE, SIZE, generator=generator) for _ in range(count)]

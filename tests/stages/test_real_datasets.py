@@ -59,7 +59,8 @@ def test_ferplus_csv_pixels_become_project_images(tmp_path: Path, write_params):
     assert prepared["by_split"] == {"test": 1, "train": 1}
     assert faces["ok"] == 2
     crops, _ = load_face_cache(project / "data/fer/faces")
-    assert crops.shape[1:] == (64, 64, 3)
+    side = tiny_params()["align"]["crop_size"]
+    assert crops.shape[1:] == (side, side, 3)
 
 
 @pytest.mark.slow

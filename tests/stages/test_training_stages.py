@@ -1,0 +1,81 @@
+"""The training stages end to end on a tiny synthetic dataset: LDG, soft labels, EF, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from lightfer.errors import StageOutputError
+from lightfer.labels import CLASSES
+from lightfer.models.checkpoint import load_checkpoint
+from lightfer.params import load_params
+from stages import align, evaluate, prepare, soft_labels, train_ef, train_ldg
+from tests.conftest import tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    raw = tiny_params()
+    raw["train"]["seeds"] = [0]
+    for model in ("ldg", "ef"):
+        raw["train"][model]["train"].update(epochs=2, batch_size=16)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(root / "params.yaml")
+    for stage in (prepare, align, train_ldg, soft_labels):
+        stage.run(params, root, dataset="synthetic")
+    for regime in ("sll", "ldl"):
+        train_ef.run(params, root, dataset="synthetic", regime=regime, seed=0)
+    summary = evaluate.run(params, root, dataset="synthetic")
+    return root, params, summary
+
+
+def test_every_model_is_a_checkpoint_with_its_class_order(trained):
+    root, _, _ = trained
+    for name, arch in (("ldg", "resnet18"), ("ef-sll-seed0", "efficientface")):
+        checkpoint = load_checkpoint(root / f"models/synthetic/{name}.pt")
+        assert checkpoint.arch == arch
+        assert checkpoint.classes == CLASSES
+        assert checkpoint.image_size == 48
+    assert not any((root / ".runs").iterdir()), "finished runs leave no resumable state"
+
+
+def test_soft_labels_cover_every_face_and_report_confidence(trained):
+    root, _, _ = trained
+    soft = soft_labels.read_soft_labels(root, "synthetic", 60)
+    np.testing.assert_allclose(soft.sum(1), 1.0, atol=1e-5)
+    report = json.loads((root / "reports/synthetic/soft_labels.json").read_text())
+    assert set(report) >= {"mean_top_probability_train", "mean_top_probability_held_out"}
+
+
+def test_soft_labels_from_another_ldg_are_refused(trained):
+    root, _, _ = trained
+    ldg = root / "models/synthetic/ldg.pt"
+    original = ldg.read_bytes()
+    try:
+        ldg.write_bytes(original + b"\0")
+        with pytest.raises(StageOutputError, match="re-run the soft-labels stage"):
+            soft_labels.read_soft_labels(root, "synthetic", 60)
+    finally:
+        ldg.write_bytes(original)
+
+
+def test_evaluate_writes_the_table_and_confusion_matrices(trained):
+    root, _, summary = trained
+    assert set(summary["runs"]) == {"ldg", "ef-sll-seed0", "ef-ldl-seed0"}
+    for run in summary["runs"].values():
+        assert 0.0 <= run["accuracy"] <= 1.0
+        assert run["kl_divergence"] >= 0.0
+        assert sum(map(sum, run["confusion_matrix"])) == summary["test_samples"] == 20
+    assert set(summary["table"]) == {"ldg", "ef-sll", "ef-ldl"}
+    table = (root / "reports/synthetic/table2.md").read_text()
+    assert "| ef-ldl | 1 |" in table
+    assert (root / "reports/synthetic/confusion/ef-ldl-seed0.png").stat().st_size > 1000
+    metrics = json.loads((root / "reports/synthetic/train/ef-sll-seed0.json").read_text())
+    assert metrics["selected_by"] == "val_accuracy"
+    assert "comparability_only_best_test_accuracy" in metrics
