@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +19,7 @@ from lightfer.labels import CLASSES
 from lightfer.models.checkpoint import load_checkpoint
 from lightfer.params import load_params
 from stages import align, evaluate, prepare, soft_labels, train_ef, train_ldg
-from tests.conftest import tiny_params
+from tests.conftest import PROJECT_ROOT, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +85,31 @@ def test_evaluate_writes_the_table_and_confusion_matrices(trained):
     metrics = json.loads((root / "reports/synthetic/train/ef-sll-seed0.json").read_text())
     assert metrics["selected_by"] == "val_accuracy"
     assert "comparability_only_best_test_accuracy" in metrics
+
+
+def test_a_killed_training_stage_resumes_to_the_same_model(trained, tmp_path):
+    """kill -9 during `train-ef`, start it again: the model equals an uninterrupted run's."""
+    root, _, _ = trained
+    project = tmp_path / "project"
+    shutil.copytree(root, project, ignore=shutil.ignore_patterns("ef-*", ".runs"))
+    command = [
+        sys.executable, "-m", "stages.train_ef", "--dataset", "synthetic", "--regime", "sll",
+        "--seed", "0", "--params", str(project / "params.yaml"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.Popen(command, cwd=project, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(project.glob(".runs/train-ef@synthetic-sll-0/*/last.pt")):
+        assert proc.poll() is None, "the stage ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (project / "models/synthetic/ef-sll-seed0.pt").exists()
+    subprocess.run(command, cwd=project, env=env, check=True, stderr=subprocess.DEVNULL)
+    resumed = (project / "models/synthetic/ef-sll-seed0.pt").read_bytes()
+    assert resumed == (root / "models/synthetic/ef-sll-seed0.pt").read_bytes()
+    for name in ("ef-sll-seed0.csv", "ef-sll-seed0.json"):
+        assert (project / "reports/synthetic/train" / name).read_bytes() == (
+            root / "reports/synthetic/train" / name
+        ).read_bytes()
