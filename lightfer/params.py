@@ -271,6 +271,11 @@ class SoftLabelParams(_Section):
     temperature: float = Field(
         1.0, gt=0.0, le=100.0, description="softmax temperature (1: the paper's plain softmax)"
     )
+    mode: Literal["cached", "online"] = Field(
+        "cached",
+        description="cached: one soft label per image, from the soft-labels stage; online: the "
+        "LDG scores every augmented training batch, as the official code does",
+    )
 
 
 class Params(_Section):

@@ -8,8 +8,8 @@ from typing import Any
 from lightfer.losses import build_regime
 from lightfer.params import Params
 from stages.common import StageSpec, stage_main
-from stages.soft_labels import read_soft_labels
-from stages.training import load_splits, train_model
+from stages.soft_labels import ldg_path, read_soft_labels
+from stages.training import load_splits, load_trained, train_model
 
 
 def run_name(regime: str, seed: int) -> str:
@@ -20,11 +20,12 @@ def run(params: Params, root: Path, *, dataset: str, regime: str, seed: int) -> 
     """Train one EfficientFace; write `models/<dataset>/ef-<regime>-seed<k>.pt` and reports."""
     splits = load_splits(params, root, dataset)
     regime_terms = build_regime(regime)
-    soft = (
-        read_soft_labels(root, dataset, len(splits.crops))
-        if "soft" in regime_terms.requires
-        else None
-    )
+    soft, teacher = None, None
+    if "soft" in regime_terms.requires:
+        if params.soft_labels.mode == "online":
+            teacher = load_trained(ldg_path(root, dataset))[0]
+        else:
+            soft = read_soft_labels(root, dataset, len(splits.crops))
     name = run_name(regime, seed)
     return train_model(
         params,
@@ -38,6 +39,7 @@ def run(params: Params, root: Path, *, dataset: str, regime: str, seed: int) -> 
         soft=soft,
         model_path=root / "models" / dataset / f"{name}.pt",
         report_stem=root / "reports" / dataset / "train" / name,
+        teacher=teacher,
     )
 
 
@@ -50,7 +52,7 @@ STAGE = StageSpec(
     outs=("models/{dataset}/ef-{regime}-seed{seed}.pt",
           "reports/{dataset}/train/ef-{regime}-seed{seed}.csv",
           "reports/{dataset}/train/ef-{regime}-seed{seed}.json"),
-    params=("base.seed", "align.crop_size", "train.val_fraction", "train.ef"),
+    params=("base.seed", "align.crop_size", "train.val_fraction", "train.ef", "soft_labels"),
     run=run,
     axes=("dataset", "regime", "seed"),
 )  # fmt: skip

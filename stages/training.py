@@ -36,6 +36,7 @@ from lightfer.training.data import (
     usable_rows,
 )
 from lightfer.training.loop import ModelInfo, fit
+from lightfer.training.soft_labels import OnlineSoftLabels
 from stages.align import faces_dir
 from stages.common import StageRun
 from stages.fingerprint import stage_fingerprint
@@ -130,8 +131,12 @@ def train_model(
     soft: np.ndarray | None,
     model_path: Path,
     report_stem: Path,
+    teacher: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Train one model; write `model_path`, `<report_stem>.json` and `<report_stem>.csv`."""
+    """Train one model; write `model_path`, `<report_stem>.json` and `<report_stem>.csv`.
+
+    With a `teacher` (an LDG), training batches get their soft labels from it online.
+    """
     config = model_cfg.train.model_copy(update={"seed": seed})
     image_size = params.align.crop_size
     torch.manual_seed(seed)
@@ -145,6 +150,10 @@ def train_model(
         "val_loader": None,
         "test_loader": None,
     }  # fmt: skip
+    if teacher is not None:
+        loaders["train_loader"] = OnlineSoftLabels(
+            loaders["train_loader"], teacher, device(), temperature=params.soft_labels.temperature
+        )
     for split, rows in (("val", splits.val), ("test", splits.test)):
         if len(rows):
             evaluation = dataset_of(splits, rows, image_size, soft=soft)

@@ -1,15 +1,16 @@
 """Soft labels: the label distributions a frozen label distribution generator (LDG) predicts.
 
-Upstream EfficientFace runs its LDG online on every augmented training batch (see
-`/work/shared/reference/EFFICIENTFACE.md` 1(b)); here the distributions are predicted once,
-on the unaugmented crops, and stored per cache row, which costs one LDG pass instead of one
-per epoch.
+Upstream EfficientFace runs its LDG online on every augmented training batch; by default
+here the distributions are predicted once, on the unaugmented crops, and stored per cache
+row, which costs one LDG pass instead of one per epoch. `OnlineSoftLabels` offers
+upstream's way, so the two can be compared.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 from lightfer.training.data import Batch
 from lightfer.training.loop import evaluate
 
-__all__ = ["predict_soft_labels"]
+__all__ = ["OnlineSoftLabels", "predict_soft_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +60,42 @@ def predict_soft_labels(
         len(result["rows"]), num_rows, temperature, result["accuracy"],
     )  # fmt: skip
     return soft
+
+
+class OnlineSoftLabels:
+    """A training loader whose batches carry the frozen LDG's soft labels, computed on the fly.
+
+    This is the official EfficientFace code's way: the LDG scores the very augmented images
+    the student sees, every step (costing one LDG forward per batch), where the project's
+    default caches one soft label per image. Everything else (`sampler`, `len`) is the
+    wrapped loader's, so `fit` treats it as any training loader.
+
+    Args:
+        loader: a training loader yielding `Batch`es.
+        teacher: the frozen LDG (set to eval mode; never updated).
+        device: where the LDG runs.
+        temperature: softmax temperature.
+    """
+
+    def __init__(
+        self, loader: Any, teacher: nn.Module, device: torch.device, *, temperature: float = 1.0
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature {temperature} must be positive (1 for a plain softmax)")
+        self.loader = loader
+        self.teacher = teacher.to(device).eval()
+        self.device = device
+        self.temperature = temperature
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.loader:
+            with torch.inference_mode():
+                logits = self.teacher(batch.images.to(self.device))
+            soft = torch.softmax(logits.float() / self.temperature, dim=1).cpu()
+            yield batch._replace(soft=soft)

@@ -113,3 +113,18 @@ def test_a_killed_training_stage_resumes_to_the_same_model(trained, tmp_path):
         assert (project / "reports/synthetic/train" / name).read_bytes() == (
             root / "reports/synthetic/train" / name
         ).read_bytes()
+
+
+def test_online_soft_labels_train_the_ldl_regime(trained, tmp_path):
+    root, _, _ = trained
+    project = tmp_path / "project"
+    shutil.copytree(root, project, ignore=shutil.ignore_patterns("ef-*", ".runs"))
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["soft_labels"]["mode"] = "online"
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    (project / "data/synthetic/soft_labels.parquet").unlink()  # online needs no cache
+    summary = train_ef.run(
+        load_params(project / "params.yaml"), project, dataset="synthetic", regime="ldl", seed=0
+    )
+    assert summary["epochs_completed"] == 2
+    assert load_checkpoint(project / "models/synthetic/ef-ldl-seed0.pt").arch == "efficientface"
