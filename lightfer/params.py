@@ -271,6 +271,13 @@ class SoftLabelParams(_Section):
     temperature: float = Field(
         1.0, gt=0.0, le=100.0, description="softmax temperature (1: the paper's plain softmax)"
     )
+    folds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="k-fold cross-fitting of the training rows' soft labels (1: the paper's "
+        "way, one LDG labels everything)",
+    )
     mode: Literal["cached", "online"] = Field(
         "cached",
         description="cached: one soft label per image, from the soft-labels stage; online: the "

@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from lightfer.errors import StageOutputError
 from lightfer.io import atomic_path, write_json
 from lightfer.labels import NUM_CLASSES
+from lightfer.losses import build_regime
 from lightfer.manifest import fixed_list
 from lightfer.params import Params
 from lightfer.training.data import make_loader
 from lightfer.training.soft_labels import predict_soft_labels
 from stages.common import StageSpec, stage_main
-from stages.training import dataset_of, device, load_splits, load_trained
+from stages.training import (
+    Splits,
+    dataset_of,
+    device,
+    fit_model,
+    load_splits,
+    load_trained,
+    run_dir_of,
+)
 
 logger = logging.getLogger("lightfer.stages.soft_labels")
 
@@ -65,19 +77,55 @@ def read_soft_labels(root: Path, dataset: str, num_rows: int) -> np.ndarray:
     return soft
 
 
-def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
-    """Label every usable face with the LDG; report how confident it is on train vs held-out."""
-    splits = load_splits(params, root, dataset)
-    model, checkpoint = load_trained(ldg_path(root, dataset))
-    rows = np.concatenate([splits.train, splits.val, splits.test])
-    loader = make_loader(
-        dataset_of(splits, rows, checkpoint.image_size or params.align.crop_size),
-        batch_size=256, train=False,
-    )  # fmt: skip
-    soft = predict_soft_labels(
+def _predict(
+    params: Params, model: torch.nn.Module, splits: Splits, rows: np.ndarray, image_size: int
+) -> np.ndarray:
+    loader = make_loader(dataset_of(splits, rows, image_size), batch_size=256, train=False)
+    return predict_soft_labels(
         model, loader, device(), num_rows=len(splits.crops),
         temperature=params.soft_labels.temperature,
     )  # fmt: skip
+
+
+def _cross_fit(params: Params, root: Path, dataset: str, splits: Splits) -> np.ndarray:
+    """Soft labels of the training rows, each from an LDG trained without its fold.
+
+    An LDG scores the images it was trained on over-confidently, pulling their soft labels
+    toward the (noisy) one-hot labels; cross-fitting gives every training image a soft
+    label from a model that never saw it. The folds' LDGs train like `train.ldg` and select
+    their epoch on the same validation split; their state resumes from `.runs/`.
+    """
+    folds = params.soft_labels.folds
+    order = np.random.default_rng(params.base.seed).permutation(splits.train)
+    run_dir = run_dir_of(params, root, STAGE.expand(dataset=dataset))
+    soft = np.full((len(splits.crops), NUM_CLASSES), np.nan, dtype=np.float32)
+    for fold, held in enumerate(np.array_split(order, folds)):
+        summary = fit_model(
+            params, run_dir=run_dir / f"fold{fold}", dataset=dataset,
+            model_cfg=params.train.ldg, regime=build_regime("sll"), seed=params.base.seed,
+            splits=replace(splits, train=np.setdiff1d(splits.train, held)), soft=None,
+        )  # fmt: skip
+        logger.info("fold %d of %d: LDG val accuracy %s", fold + 1, folds, summary["val_accuracy"])
+        model, _ = load_trained(run_dir / f"fold{fold}" / "best.pt")
+        soft[held] = _predict(params, model, splits, np.sort(held), params.align.crop_size)[held]
+    shutil.rmtree(run_dir.parent)
+    return soft
+
+
+def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
+    """Label every usable face with the LDG; report how confident it is on train vs held-out.
+
+    With `soft_labels.folds` > 1 the training rows are labelled by cross-fitted LDGs and
+    the validation and test rows by the dataset's LDG; with 1 (the paper's way) the
+    dataset's LDG labels every row.
+    """
+    splits = load_splits(params, root, dataset)
+    model, checkpoint = load_trained(ldg_path(root, dataset))
+    rows = np.concatenate([splits.train, splits.val, splits.test])
+    image_size = checkpoint.image_size or params.align.crop_size
+    soft = _predict(params, model, splits, rows, image_size)
+    if params.soft_labels.folds > 1:
+        soft[splits.train] = _cross_fit(params, root, dataset, splits)[splits.train]
     rows = np.sort(rows)
     table = pa.table(
         {"row": pa.array(rows, pa.int64()), "probs": fixed_list(soft[rows], pa.float32())}
@@ -88,6 +136,7 @@ def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
     held_out = np.concatenate([splits.val, splits.test])
     summary = {
         "rows": len(rows),
+        "folds": params.soft_labels.folds,
         "temperature": params.soft_labels.temperature,
         "mean_top_probability_train": float(np.mean(top[splits.train])),
         "mean_top_probability_held_out": float(np.mean(top[held_out])) if len(held_out) else None,
@@ -99,11 +148,11 @@ def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
 
 STAGE = StageSpec(
     name="soft-labels",
-    deps=("stages/soft_labels.py", "stages/training.py", "lightfer/training",
-          "lightfer/models", "data/{dataset}/faces", "data/{dataset}/prepared",
-          "models/{dataset}/ldg.pt"),
+    deps=("stages/soft_labels.py", "stages/training.py", "stages/fingerprint.py",
+          "lightfer/training", "lightfer/losses.py", "lightfer/models", "data/{dataset}/faces",
+          "data/{dataset}/prepared", "models/{dataset}/ldg.pt"),
     outs=("data/{dataset}/soft_labels.parquet", "reports/{dataset}/soft_labels.json"),
-    params=("base.seed", "train.val_fraction", "soft_labels"),
+    params=("base.seed", "align.crop_size", "train.val_fraction", "train.ldg", "soft_labels"),
     run=run,
 )  # fmt: skip
 

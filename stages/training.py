@@ -118,24 +118,27 @@ def dataset_of(splits: Splits, rows: np.ndarray, image_size: int, **kwargs: Any)
     )  # fmt: skip
 
 
-def train_model(
+def run_dir_of(params: Params, root: Path, run: StageRun) -> Path:
+    """Where a stage run keeps its resumable state (see the module docstring)."""
+    return root / RUNS_DIR / run.name / stage_fingerprint(run, root, params)[:16]
+
+
+def fit_model(
     params: Params,
-    root: Path,
     *,
-    run: StageRun,
+    run_dir: Path,
     dataset: str,
     model_cfg: ModelTraining,
     regime: Regime,
     seed: int,
     splits: Splits,
     soft: np.ndarray | None,
-    model_path: Path,
-    report_stem: Path,
     teacher: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Train one model; write `model_path`, `<report_stem>.json` and `<report_stem>.csv`.
+    """Train one model on `splits.train` in `run_dir` (resuming what is there).
 
-    With a `teacher` (an LDG), training batches get their soft labels from it online.
+    `run_dir/best.pt` is the model of the epoch chosen on validation. With a `teacher`
+    (an LDG), training batches get their soft labels from it online.
     """
     config = model_cfg.train.model_copy(update={"seed": seed})
     image_size = params.align.crop_size
@@ -164,9 +167,22 @@ def train_model(
         arch=model_cfg.arch, classes=CLASSES, image_size=image_size, mean=splits.mean,
         std=splits.std, dataset=dataset,
     )  # fmt: skip
-    run_dir = root / RUNS_DIR / run.name / stage_fingerprint(run, root, params)[:16]
-    summary = fit(model, regime, config=config, info=info, out_dir=run_dir, device=device(),
-                  **loaders)  # fmt: skip
+    return fit(model, regime, config=config, info=info, out_dir=run_dir, device=device(),
+               **loaders)  # fmt: skip
+
+
+def train_model(
+    params: Params,
+    root: Path,
+    *,
+    run: StageRun,
+    model_path: Path,
+    report_stem: Path,
+    **fit_args: Any,
+) -> dict[str, Any]:
+    """Train one model (see `fit_model`); write `model_path` and `<report_stem>.{json,csv}`."""
+    run_dir = run_dir_of(params, root, run)
+    summary = fit_model(params, run_dir=run_dir, **fit_args)
     with atomic_path(model_path) as tmp:
         shutil.copyfile(run_dir / "best.pt", tmp)
     with atomic_path(report_stem.with_suffix(".csv")) as tmp:

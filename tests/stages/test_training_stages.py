@@ -19,6 +19,7 @@ from lightfer.labels import CLASSES
 from lightfer.models.checkpoint import load_checkpoint
 from lightfer.params import load_params
 from stages import align, evaluate, prepare, soft_labels, train_ef, train_ldg
+from stages.training import load_splits
 from tests.conftest import PROJECT_ROOT, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -128,3 +129,23 @@ def test_online_soft_labels_train_the_ldl_regime(trained, tmp_path):
     )
     assert summary["epochs_completed"] == 2
     assert load_checkpoint(project / "models/synthetic/ef-ldl-seed0.pt").arch == "efficientface"
+
+
+def test_cross_fitted_soft_labels_come_from_ldgs_that_never_saw_the_image(trained, tmp_path):
+    root, _, _ = trained
+    project = tmp_path / "project"
+    shutil.copytree(root, project, ignore=shutil.ignore_patterns(".runs"))
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["soft_labels"]["folds"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(project / "params.yaml")
+    summary = soft_labels.run(params, project, dataset="synthetic")
+    assert summary["folds"] == 2
+    crossed = soft_labels.read_soft_labels(project, "synthetic", 60)
+    plain = soft_labels.read_soft_labels(root, "synthetic", 60)
+    np.testing.assert_allclose(crossed.sum(1), 1.0, atol=1e-5)
+    splits = load_splits(params, project, "synthetic")
+    held_out = np.concatenate([splits.val, splits.test])
+    np.testing.assert_allclose(crossed[held_out], plain[held_out], atol=1e-6)
+    assert not np.allclose(crossed[splits.train], plain[splits.train], atol=1e-3)
+    assert not any((project / ".runs").iterdir())
