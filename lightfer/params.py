@@ -56,9 +56,14 @@ class SyntheticDataset(SyntheticSpec):
     kind: Literal["synthetic"]
 
 
-def _resolve_root(root: Path, info: ValidationInfo, expected: str) -> Path:
+def _relative_to_params(path: Path, info: ValidationInfo) -> Path:
+    """A relative path in params.yaml is relative to the params file's directory."""
     base = Path((info.context or {}).get("base_dir", "."))
-    resolved = root if root.is_absolute() else base / root
+    return path if path.is_absolute() else base / path
+
+
+def _resolve_root(root: Path, info: ValidationInfo, expected: str) -> Path:
+    resolved = _relative_to_params(root, info)
     if not resolved.is_dir():
         raise ValueError(
             f"directory {str(resolved)!r} does not exist; point it at the folder that holds "
@@ -226,8 +231,7 @@ class ModelTraining(_Section):
     def _pretrained_exists(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         if path is None:
             return None
-        base = Path((info.context or {}).get("base_dir", "."))
-        resolved = path if path.is_absolute() else base / path
+        resolved = _relative_to_params(path, info)
         if not resolved.is_file():
             raise ValueError(f"file {str(resolved)!r} does not exist; give a checkpoint file")
         return resolved

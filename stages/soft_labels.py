@@ -121,19 +121,20 @@ def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
     """
     splits = load_splits(params, root, dataset)
     model, checkpoint = load_trained(ldg_path(root, dataset))
-    rows = np.concatenate([splits.train, splits.val, splits.test])
+    held_out = np.concatenate([splits.val, splits.test])
     image_size = checkpoint.image_size or params.align.crop_size
-    soft = _predict(params, model, splits, rows, image_size)
     if params.soft_labels.folds > 1:
+        soft = _predict(params, model, splits, held_out, image_size)
         soft[splits.train] = _cross_fit(params, root, dataset, splits)[splits.train]
-    rows = np.sort(rows)
+    else:
+        soft = _predict(params, model, splits, np.concatenate([splits.train, held_out]), image_size)
+    rows = np.sort(np.concatenate([splits.train, held_out]))
     table = pa.table(
         {"row": pa.array(rows, pa.int64()), "probs": fixed_list(soft[rows], pa.float32())}
     ).replace_schema_metadata({_META_LDG: file_sha256(ldg_path(root, dataset)).encode()})
     with atomic_path(soft_labels_path(root, dataset)) as tmp:
         pq.write_table(table, tmp)
     top = soft.max(axis=1)
-    held_out = np.concatenate([splits.val, splits.test])
     summary = {
         "rows": len(rows),
         "folds": params.soft_labels.folds,
