@@ -6,6 +6,10 @@ the fingerprint covers the run's params and dependency contents, so a run killed
 resumes when started again with the same inputs, and starts afresh when they changed.
 Only when training ends are the selected checkpoint and the metrics copied to the
 declared outputs.
+
+The training stages also run data-parallel under `torchrun --nproc_per_node=N -m
+stages.train_ef ...` (see `lightfer.training.distributed`): `batch_size` stays the global
+batch, and rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from lightfer.training.data import (
     make_loader,
     usable_rows,
 )
+from lightfer.training.distributed import SINGLE, Distributed
 from lightfer.training.loop import ModelInfo, fit
 from lightfer.training.soft_labels import OnlineSoftLabels
 from stages.align import faces_dir
@@ -99,7 +104,7 @@ def load_splits(params: Params, root: Path, dataset: str) -> Splits:
 
 def device() -> torch.device:
     """The GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return Distributed.from_environment().device()
 
 
 def load_trained(path: Path) -> tuple[torch.nn.Module, Checkpoint]:
@@ -134,11 +139,13 @@ def fit_model(
     splits: Splits,
     soft: np.ndarray | None,
     teacher: torch.nn.Module | None = None,
+    distributed: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """Train one model on `splits.train` in `run_dir` (resuming what is there).
 
     `run_dir/best.pt` is the model of the epoch chosen on validation. With a `teacher`
-    (an LDG), training batches get their soft labels from it online.
+    (an LDG), training batches get their soft labels from it online. `distributed` is this
+    process's rank when several train together (its process group started).
     """
     config = model_cfg.train.model_copy(update={"seed": seed})
     image_size = params.align.crop_size
@@ -149,6 +156,7 @@ def fit_model(
         "train_loader": make_loader(
             train_set, batch_size=config.batch_size, train=True, seed=config.seed,
             balanced=config.balanced, num_workers=config.num_workers,
+            rank=distributed.rank, world_size=distributed.world_size,
         ),
         "val_loader": None,
         "test_loader": None,
@@ -168,7 +176,7 @@ def fit_model(
         std=splits.std, dataset=dataset,
     )  # fmt: skip
     return fit(model, regime, config=config, info=info, out_dir=run_dir, device=device(),
-               **loaders)  # fmt: skip
+               distributed=distributed, **loaders)  # fmt: skip
 
 
 def train_model(
@@ -180,9 +188,20 @@ def train_model(
     report_stem: Path,
     **fit_args: Any,
 ) -> dict[str, Any]:
-    """Train one model (see `fit_model`); write `model_path` and `<report_stem>.{json,csv}`."""
+    """Train one model (see `fit_model`); write `model_path` and `<report_stem>.{json,csv}`.
+
+    Under `torchrun` the processes train together and rank 0 writes the outputs.
+    """
     run_dir = run_dir_of(params, root, run)
-    summary = fit_model(params, run_dir=run_dir, **fit_args)
+    distributed = Distributed.from_environment()
+    started = distributed.start(device())
+    try:
+        summary = fit_model(params, run_dir=run_dir, distributed=distributed, **fit_args)
+    finally:
+        if started:
+            distributed.stop()
+    if not distributed.is_main:
+        return summary
     with atomic_path(model_path) as tmp:
         shutil.copyfile(run_dir / "best.pt", tmp)
     with atomic_path(report_stem.with_suffix(".csv")) as tmp:

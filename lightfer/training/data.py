@@ -81,10 +81,16 @@ class Batch(NamedTuple):
 
 
 class BatchRequest(NamedTuple):
-    """Which dataset positions form a batch, and the seed of its augmentation."""
+    """Which dataset positions form a batch, and the seed of its augmentation.
+
+    Under distributed training every rank receives the whole global batch in `positions`
+    and loads only its `part` (start, stop); the augmentation is drawn for the global batch
+    and sliced, so each sample is augmented exactly as a single process would.
+    """
 
     positions: np.ndarray
     seed: int
+    part: tuple[int, int] | None = None
 
 
 def usable_rows(table: pa.Table, split: str) -> np.ndarray:
@@ -197,12 +203,19 @@ def channel_stats(
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def _pad_crop(images: Tensor, padding: int, gen: torch.Generator) -> Tensor:
+class _Part(NamedTuple):
+    """Which images of a batch of `total` a process holds (`mine`, a slice)."""
+
+    mine: slice
+    total: int
+
+
+def _pad_crop(images: Tensor, padding: int, gen: torch.Generator, part: _Part) -> Tensor:
     """Zero-pad by `padding` and cut each image back to its size at a random offset."""
     n, _, h, w = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * padding + 1, (part.total,), generator=gen)[part.mine]
+    dx = torch.randint(0, 2 * padding + 1, (part.total,), generator=gen)[part.mine]
     ys = (dy[:, None] + torch.arange(h))[:, None, :, None]
     xs = (dx[:, None] + torch.arange(w))[:, None, None, :]
     return padded[
@@ -229,21 +242,27 @@ def _resized_crop_box(
 
 
 def _augment(
-    images: Tensor, config: AugmentConfig, image_size: int, gen: torch.Generator
+    images: Tensor,
+    config: AugmentConfig,
+    image_size: int,
+    gen: torch.Generator,
+    part: _Part | None = None,
 ) -> Tensor:
-    """Random crop and flip of uint8 `(B, 3, S, S)` images; the result is `image_size` square."""
+    """Random crop and flip of uint8 `(B, 3, S, S)` images; the result is `image_size` square.
+
+    `part` says which slice of a larger batch `images` are: the random draws are made for
+    the whole batch and the slice's own are applied (see `BatchRequest`).
+    """
+    part = _Part(slice(0, len(images)), len(images)) if part is None else part
     if config.crop == "pad" and config.padding > 0:
-        images = _pad_crop(images, config.padding, gen)
+        images = _pad_crop(images, config.padding, gen, part)
     elif config.crop == "resized":
         h, w = images.shape[-2:]
-        images = torch.stack(
-            [
-                TF.resized_crop(img, *_resized_crop_box(h, w, config, gen), [image_size] * 2)
-                for img in images
-            ]
-        )
+        boxes = [_resized_crop_box(h, w, config, gen) for _ in range(part.total)][part.mine]
+        pairs = zip(images, boxes, strict=True)
+        images = torch.stack([TF.resized_crop(img, *box, [image_size] * 2) for img, box in pairs])
     if config.flip:
-        flip = torch.rand(len(images), generator=gen) < 0.5
+        flip = torch.rand(part.total, generator=gen)[part.mine] < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     return images
 
@@ -303,14 +322,16 @@ class FaceDataset(Dataset):
 
     def __getitem__(self, request: BatchRequest) -> Batch:
         """Read, augment and normalise the batch of `request.positions`."""
-        rows = self.rows[request.positions]
+        part = None if request.part is None else slice(*request.part)
+        rows = self.rows[request.positions if part is None else request.positions[part]]
         order = np.argsort(rows, kind="stable")
         crops = np.empty((len(rows), *self.crops.shape[1:]), dtype=np.uint8)
         crops[order] = self.crops[rows[order]]  # ascending reads from the memmap
         images = torch.from_numpy(crops).permute(0, 3, 1, 2)
         if self.augment is not None:
             gen = torch.Generator().manual_seed(request.seed)
-            images = _augment(images, self.augment, self.image_size, gen)
+            whole = None if part is None else _Part(part, len(request.positions))
+            images = _augment(images, self.augment, self.image_size, gen, whole)
         images = (images.float() - self._shift) / self._scale
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             size = (self.image_size, self.image_size)
@@ -337,7 +358,10 @@ class EpochBatchSampler(Sampler[BatchRequest]):
     """Yields the `BatchRequest`s of one epoch; the order depends only on (seed, epoch).
 
     Call `set_epoch` before each epoch (as with `DistributedSampler`). With `world_size > 1`
-    each rank takes every `world_size`-th batch of the same global order.
+    every rank walks the same global batches of `batch_size` samples and takes its own
+    near-equal contiguous part of each, so the ranks together see exactly the
+    batches, and augmentations, of a single process: with gradients averaged across ranks
+    (DDP), one step trains on the same global batch.
 
     Args:
         labels: label of each dataset position (used when `balanced`).
@@ -393,12 +417,17 @@ class EpochBatchSampler(Sampler[BatchRequest]):
         stop = len(order) // self.batch_size * self.batch_size if self.drop_last else len(order)
         if stop == 0:
             stop = len(order)  # fewer samples than one batch: keep them rather than nothing
-        batches = [order[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
-        return batches[self.rank :: self.world_size]
+        return [order[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
 
     def __iter__(self) -> Iterator[BatchRequest]:
         for index, positions in enumerate(self._batches()):
-            yield BatchRequest(positions, derive_seed(self.seed, self.epoch, index, self.rank))
+            seed = derive_seed(self.seed, self.epoch, index, 0)
+            if self.world_size == 1:
+                yield BatchRequest(positions, seed)
+                continue
+            bounds = np.linspace(0, len(positions), self.world_size + 1).round().astype(int)
+            part = (int(bounds[self.rank]), int(bounds[self.rank + 1]))
+            yield BatchRequest(positions, seed, part)
 
     def __len__(self) -> int:
         return len(self._batches())

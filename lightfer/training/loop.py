@@ -47,6 +47,7 @@ from lightfer.losses import Regime
 from lightfer.models.checkpoint import save_checkpoint
 from lightfer.training.config import TrainConfig
 from lightfer.training.data import Batch, derive_seed
+from lightfer.training.distributed import SINGLE, Distributed
 
 __all__ = [
     "BEST_FILE",
@@ -197,6 +198,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     grad_clip_norm: float = 0.0,
     progress: bool = True,
+    distributed: Distributed = SINGLE,
 ) -> dict[str, float]:
     """Train `model` for one pass over `loader`, with exactly one optimiser step per batch.
 
@@ -216,6 +218,8 @@ def train_one_epoch(
         scaler: AMP gradient scaler (CUDA); None trains in full precision.
         grad_clip_norm: clip the gradient norm to this value (0: off).
         progress: show a tqdm bar on stderr with loss, accuracy and images/s.
+        distributed: this process's rank; the returned figures cover every rank's samples
+            (the progress bar shows rank 0's).
 
     Returns:
         Mean `loss`, each regime term's mean (`loss_<term>`), `accuracy` against the hard
@@ -259,9 +263,14 @@ def train_one_epoch(
     elapsed = time.perf_counter() - start
     if seen == 0:
         raise ValueError(f"the training loader yielded no batch in epoch {epoch}")
-    metrics = {name: float(total.item()) / seen for name, total in sums.items()}
+    # One all-reduce of every sum (exact in float64) gives all ranks the same epoch figures.
+    counts = torch.tensor([seen], dtype=torch.float64, device=device)
+    totals = [value.double().reshape(1) for value in (*sums.values(), correct)]
+    *term_sums, correct_total, seen_total = distributed.sum(torch.cat([*totals, counts])).tolist()
+    seen = int(seen_total)
+    metrics = {name: total / seen for name, total in zip(sums, term_sums, strict=True)}
     metrics.update(
-        accuracy=int(correct.item()) / seen, lr=lr, images_per_s=seen / elapsed, batches=batches
+        accuracy=int(correct_total) / seen, lr=lr, images_per_s=seen / elapsed, batches=batches
     )
     return metrics
 
@@ -451,6 +460,7 @@ def fit(
     device: torch.device,
     resume: bool = True,
     progress: bool = True,
+    distributed: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """Train for `config.epochs` epochs, checkpointing every epoch; resume if a state exists.
 
@@ -473,7 +483,12 @@ def fit(
         out_dir: where `last.pt`, `best.pt` and `metrics.csv` go (created if missing).
         device: where to train.
         resume: continue from `out_dir/last.pt` if it exists; else start afresh.
-        progress: show tqdm bars on stderr.
+        progress: show tqdm bars on stderr (rank 0 only).
+        distributed: this process's rank when several train together (see
+            `lightfer.training.distributed`): the model is wrapped in DDP, `train_loader`
+            must be built with the same rank and world size, every rank evaluates the
+            whole validation and test sets (so all take the same decisions without
+            communicating), and only rank 0 writes files. The process group must be started.
 
     Returns:
         The summary: `selected_epoch`, `selected_by`, `epochs_completed`, `stopped_early`,
@@ -493,6 +508,13 @@ def fit(
             f"the training loader is seeded with {loader_seed} but config.seed is "
             f"{config.seed}; build it with make_loader(..., seed=config.seed)"
         )
+    loader_ranks = getattr(train_loader.sampler, "world_size", 1)
+    if loader_ranks != distributed.world_size:
+        raise ValueError(
+            f"the training loader is split over {loader_ranks} ranks but training runs on "
+            f"{distributed.world_size}; build it with make_loader(..., rank=, world_size=)"
+        )
+    progress = progress and distributed.is_main
     if val_loader is None:
         logger.warning("no validation split: the last epoch is kept, not the best one")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -518,6 +540,7 @@ def fit(
         logger.info("resuming %s after epoch %d", state_path, state.epoch)
     elif state_path.exists():
         logger.warning("not resuming: %s will be overwritten", state_path)
+    model = distributed.wrap(model, device)
     per_batch = schedule.scheduler if schedule.per_batch else None
     while state.epoch < config.epochs and not state.stopped_early:
         epoch = state.epoch + 1
@@ -526,13 +549,14 @@ def fit(
         train = train_one_epoch(
             model, regime, optimizer, train_loader, device, epoch=epoch, scheduler=per_batch,
             scaler=scaler, grad_clip_norm=config.grad_clip_norm, progress=progress,
+            distributed=distributed,
         )  # fmt: skip
         row: dict[str, Any] = {"epoch": epoch, "lr": train.pop("lr")}
         speed, _ = train.pop("images_per_s"), train.pop("batches")
         row.update({f"train_{k}": v for k, v in train.items()})
         for split, loader in (("val", val_loader), ("test", test_loader)):
             if loader is not None:
-                result = evaluate(model, loader, device, progress=progress)
+                result = evaluate(_unwrap(model), loader, device, progress=progress)
                 row.update(
                     {f"{split}_loss": result["loss"], f"{split}_accuracy": result["accuracy"]}
                 )
@@ -540,24 +564,41 @@ def fit(
         if "val_accuracy" in row:
             stopping.step(row["val_accuracy"])
         state = _State(epoch, [*state.history, row], stopping.should_stop)
-        logger.info(
-            "epoch %d: train loss %.4f acc %.4f (%.0f img/s), val acc %s, test acc %s",
-            epoch, row["train_loss"], row["train_accuracy"], speed, row.get("val_accuracy"),
-            row.get("test_accuracy"),
-        )  # fmt: skip
-        if select_epoch(state.history) == epoch:
-            save_checkpoint(
-                out_dir / BEST_FILE, _unwrap(model), arch=info.arch, classes=info.classes,
-                image_size=info.image_size, mean=info.mean, std=info.std, dataset=info.dataset,
-                epoch=epoch,
+        if distributed.is_main:
+            _save_epoch(
+                out_dir, model=model, state=state, info=info, speed=speed, optimizer=optimizer,
+                schedule=schedule, scaler=scaler, early_stopping=stopping, config=config,
             )  # fmt: skip
-        _write_history(out_dir / HISTORY_FILE, state.history)
-        save_training_state(
-            state_path, model=model, optimizer=optimizer, schedule=schedule, scaler=scaler,
-            early_stopping=stopping, state=state, config=config, info=info,
-        )  # fmt: skip
-        if state.stopped_early:
-            logger.info("early stopping after epoch %d", epoch)
+        distributed.barrier()  # no rank runs ahead of the commit point
     if not state.history:
         raise ValueError(f"config.epochs is {config.epochs}: nothing was trained")
     return _summary(state.history, state.stopped_early)
+
+
+def _save_epoch(
+    out_dir: Path,
+    *,
+    model: nn.Module,
+    state: _State,
+    info: ModelInfo,
+    speed: float,
+    **training: Any,
+) -> None:
+    """Log the epoch just ended and write its files: `best.pt` (if selected), `metrics.csv`,
+    then `last.pt` (the commit point of resume; `training` is `save_training_state`'s rest)."""
+    row, epoch = state.history[-1], state.epoch
+    logger.info(
+        "epoch %d: train loss %.4f acc %.4f (%.0f img/s), val acc %s, test acc %s",
+        epoch, row["train_loss"], row["train_accuracy"], speed, row.get("val_accuracy"),
+        row.get("test_accuracy"),
+    )  # fmt: skip
+    if select_epoch(state.history) == epoch:
+        save_checkpoint(
+            out_dir / BEST_FILE, _unwrap(model), arch=info.arch, classes=info.classes,
+            image_size=info.image_size, mean=info.mean, std=info.std, dataset=info.dataset,
+            epoch=epoch,
+        )  # fmt: skip
+    _write_history(out_dir / HISTORY_FILE, state.history)
+    save_training_state(out_dir / STATE_FILE, model=model, state=state, info=info, **training)
+    if state.stopped_early:
+        logger.info("early stopping after epoch %d", epoch)

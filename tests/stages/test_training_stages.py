@@ -116,6 +116,35 @@ def test_a_killed_training_stage_resumes_to_the_same_model(trained, tmp_path):
         ).read_bytes()
 
 
+def test_train_ef_runs_data_parallel_under_torchrun(trained, tmp_path):
+    """The stage's own entry point under `torchrun --nproc_per_node=2` (gloo on the CPU)."""
+    root, _, _ = trained
+    project = tmp_path / "project"
+    shutil.copytree(root, project, ignore=shutil.ignore_patterns("ef-*", ".runs"))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "stages.train_ef", "--dataset", "synthetic", "--regime", "sll", "--seed", "0",
+        "--params", str(project / "params.yaml"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, cwd=project, env=env, check=True, capture_output=True, timeout=300)
+    checkpoint = load_checkpoint(project / "models/synthetic/ef-sll-seed0.pt")
+    assert checkpoint.arch == "efficientface" and checkpoint.classes == CLASSES
+    assert not any((project / ".runs").iterdir())
+    ours = json.loads((project / "reports/synthetic/train/ef-sll-seed0.json").read_text())
+    single = json.loads((root / "reports/synthetic/train/ef-sll-seed0.json").read_text())
+    assert ours.keys() == single.keys() and ours["epochs_completed"] == 2
+    history = [
+        (project / "reports/synthetic/train/ef-sll-seed0.csv").read_text().splitlines(),
+        (root / "reports/synthetic/train/ef-sll-seed0.csv").read_text().splitlines(),
+    ]
+    assert history[0][0] == history[1][0]  # the same columns, one row per epoch
+    column = history[0][0].split(",").index("train_loss")
+    first = [float(lines[1].split(",")[column]) for lines in history]
+    # Same global batches; only batch norm sees half a batch per rank on the CPU.
+    assert first[0] == pytest.approx(first[1], rel=0.1)
+
+
 def test_online_soft_labels_train_the_ldl_regime(trained, tmp_path):
     root, _, _ = trained
     project = tmp_path / "project"

@@ -135,12 +135,21 @@ def _epoch(sampler, epoch):
     return list(sampler)
 
 
-def test_ranks_partition_the_epoch():
-    labels = np.zeros(40)
-    whole = _epoch(EpochBatchSampler(labels, 4, seed=3), 1)
-    parts = [_epoch(EpochBatchSampler(labels, 4, seed=3, rank=r, world_size=2), 1) for r in (0, 1)]
-    assert [b.positions.tolist() for b in whole[0::2]] == [b.positions.tolist() for b in parts[0]]
-    assert [b.positions.tolist() for b in whole[1::2]] == [b.positions.tolist() for b in parts[1]]
+@pytest.mark.parametrize("crop", ["pad", "resized"])
+def test_ranks_split_every_batch_and_augment_it_as_one_process(cache, crop):
+    """Under DDP the ranks' parts of each batch, concatenated, are the single-process batch."""
+    dataset = _dataset(cache, augment=AugmentConfig(crop=crop, padding=4))
+    whole = make_loader(dataset, batch_size=6, train=True, seed=3)
+    parts = [
+        make_loader(dataset, batch_size=6, train=True, seed=3, rank=r, world_size=2) for r in (0, 1)
+    ]
+    single = _collect(whole, 2)
+    ranks = [_collect(loader, 2) for loader in parts]
+    assert len(single) == len(ranks[0]) == len(ranks[1])  # equal step counts: no DDP hang
+    for (images, rows), (images0, rows0), (images1, rows1) in zip(single, *ranks, strict=True):
+        assert len(rows0) == len(rows1) == 3
+        assert torch.equal(torch.cat([rows0, rows1]), rows)
+        assert torch.equal(torch.cat([images0, images1]), images)
 
 
 def test_channel_stats_match_numpy(cache):
