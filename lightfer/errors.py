@@ -50,3 +50,7 @@ class ClassOrderMismatchError(CheckpointError):
 
 class ExportError(LightferError):
     """An exported ONNX model disagrees with PyTorch, or quantisation could not run."""
+
+
+class AuxLabelError(LightferError):
+    """An auxiliary-label source (OpenFace, MLCR, a landmark model) is missing or malformed."""
