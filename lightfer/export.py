@@ -8,6 +8,8 @@ caller supplies. Both write atomically (`lightfer.io.atomic_path`).
 
 The ONNX file takes normalised float32 images `input` `(N, 3, S, S)` and returns `logits`
 `(N, num_classes)`; the normalisation and class names can be stored in its metadata.
+`inference_metadata` gives the `lightfer.`-prefixed `metadata_props` that make a file usable
+on its own by `lightfer.predict`; `read_inference_metadata` reads them back.
 
 Export uses PyTorch's TorchScript-based exporter (`dynamo=False`): the torch.export-based
 one needs the `onnxscript` package, which is not a project dependency.
@@ -20,10 +22,11 @@ or export trained weights.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +51,10 @@ __all__ = [
     "OUTPUT_NAME",
     "CalibrationBatches",
     "export_onnx",
+    "inference_metadata",
     "inference_session",
     "quantize_int8",
+    "read_inference_metadata",
     "verify_onnx",
 ]
 
@@ -59,6 +64,79 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 CalibrationBatches = Iterable[Tensor | np.ndarray] | Callable[[], Iterable[Tensor | np.ndarray]]
+
+# `metadata_props` keys written by `inference_metadata`; values are JSON.
+_META_KEYS = {
+    "classes": "lightfer.classes",
+    "image_size": "lightfer.image_size",
+    "mean": "lightfer.mean",
+    "std": "lightfer.std",
+}
+
+
+def inference_metadata(
+    *, classes: Sequence[str], image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> dict[str, str]:
+    """The `metadata` for `export_onnx` that lets `lightfer.predict` run the file on its own.
+
+    Args:
+        classes: class names in output order (checkpoints record them).
+        image_size: square input side of the exported graph.
+        mean: per-channel normalisation mean of [0, 1] RGB inputs.
+        std: per-channel normalisation standard deviation.
+
+    Returns:
+        JSON strings under `lightfer.classes`, `lightfer.image_size`, `lightfer.mean` and
+        `lightfer.std`.
+    """
+    return {
+        _META_KEYS["classes"]: json.dumps([str(c) for c in classes]),
+        _META_KEYS["image_size"]: json.dumps(int(image_size)),
+        _META_KEYS["mean"]: json.dumps([float(m) for m in mean]),
+        _META_KEYS["std"]: json.dumps([float(s) for s in std]),
+    }
+
+
+def read_inference_metadata(props: Mapping[str, str], *, source: str | Path) -> dict[str, object]:
+    """Parse what `inference_metadata` wrote, e.g. from a session's `custom_metadata_map`.
+
+    Args:
+        props: the model's metadata_props as a mapping.
+        source: the file they come from, for the message.
+
+    Returns:
+        `classes` (tuple of str), `image_size` (int), `mean` and `std` (tuples of 3 floats).
+
+    Raises:
+        ExportError: a key is missing or its value is malformed.
+    """
+    missing = [key for key in _META_KEYS.values() if key not in props]
+    if missing:
+        raise ExportError(
+            f"ONNX model {source} does not record {', '.join(missing)}, which prediction needs "
+            f"(class order, input size, normalisation); re-export it with "
+            f"export_onnx(..., metadata=inference_metadata(classes=..., image_size=..., "
+            f"mean=..., std=...)) using its checkpoint's values"
+        )
+    try:
+        values = {name: json.loads(props[key]) for name, key in _META_KEYS.items()}
+        parsed: dict[str, object] = {
+            "classes": tuple(str(c) for c in values["classes"]),
+            "image_size": int(values["image_size"]),
+            "mean": tuple(float(m) for m in values["mean"]),
+            "std": tuple(float(s) for s in values["std"]),
+        }
+    except (TypeError, ValueError) as err:
+        raise ExportError(
+            f"ONNX model {source} has malformed lightfer metadata ({err}); re-export it with "
+            f"export_onnx(..., metadata=inference_metadata(...))"
+        ) from err
+    if len(parsed["mean"]) != 3 or len(parsed["std"]) != 3:
+        raise ExportError(
+            f"ONNX model {source} records mean {parsed['mean']} and std {parsed['std']}; "
+            f"expected three values each; re-export it with inference_metadata(...)"
+        )
+    return parsed
 
 
 def inference_session(path: str | Path, *, num_threads: int | None = None) -> ort.InferenceSession:
