@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -159,6 +159,280 @@ def predict(
     if summary.processed == 0:
         typer.echo(f"none of the {summary.files} file(s) could be read", err=True)
         raise typer.Exit(code=1)
+
+
+@app.command("export")
+def export(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A lightfer checkpoint (.pt) or an official EfficientFace file.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The float32 ONNX file to write (.onnx). Required.",
+            show_default=False,
+        ),
+    ],
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also write <out stem>.int8.onnx, quantised statically to int8 (QDQ: int8 "
+            "weights per output channel, uint8 activations). Needs --calibration, or "
+            "--random-calibration.",
+        ),
+    ] = False,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            help="Where --int8 takes its activation ranges from: the align stage's face "
+            "cache (a folder with faces.npy and faces.parquet; its usable training crops), "
+            "or a folder of face images already aligned as `lightfer predict` aligns them "
+            "(searched recursively; each is resized to the model's input size, not "
+            "detected again). Use faces like those the model will see.",
+            show_default=False,
+        ),
+    ] = None,
+    random_calibration: Annotated[
+        bool,
+        typer.Option(
+            "--random-calibration",
+            help="Calibrate --int8 on standard-normal noise instead of faces: the file is "
+            "then good for speed measurements only, its predictions can be far off.",
+        ),
+    ] = False,
+    calibration_limit: Annotated[
+        int,
+        typer.Option(
+            "--calibration-limit",
+            min=1,
+            help="Most inputs used for calibration (a seeded random subset when there are more).",
+        ),
+    ] = 256,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch",
+            help="Architecture of an official file, which does not record it. Default: "
+            "efficientface; a lightfer checkpoint uses its own.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Export a checkpoint to ONNX for `lightfer predict --model` and CPU deployment.
+
+    Writes OUT with the class order, input size and normalisation in its metadata, once
+    ONNX Runtime reproduces PyTorch's logits on random inputs (within 1e-4 + 1e-3 relative;
+    the largest difference is printed). An official EfficientFace file records none of
+    these: it is exported at 224 pixels with ImageNet's mean and std and upstream's class
+    order, as `lightfer predict` reads it. With --int8, the quantised copy's largest logit
+    difference and top-1 agreement with PyTorch are printed on a calibration batch: a check
+    that quantisation went through, not an accuracy; evaluate it on test faces before use.
+    Exits with 1 when the checkpoint cannot be loaded, the export does not reproduce
+    PyTorch, or the calibration data cannot be read.
+    """
+    from lightfer.export import export_onnx, inference_metadata, quantize_int8, verify_onnx
+    from lightfer.io import atomic_path
+
+    if out.suffix.lower() != ".onnx":
+        raise typer.BadParameter(
+            f"{out} does not end in .onnx, which `lightfer predict` needs to read it",
+            param_hint="'--out'",
+        )
+    if int8 and calibration is None and not random_calibration:
+        raise typer.BadParameter(
+            "--int8 needs calibration data: --calibration DIR (a face cache or a folder of "
+            "aligned faces), or --random-calibration for a speed-only file",
+            param_hint="'--int8'",
+        )
+    if calibration is not None and random_calibration:
+        raise typer.BadParameter(
+            "pass --calibration or --random-calibration, not both", param_hint="'--calibration'"
+        )
+    if not int8 and (calibration is not None or random_calibration):
+        raise typer.BadParameter(
+            "calibration only applies to --int8; add --int8", param_hint="'--calibration'"
+        )
+    try:
+        model, info = _load_for_export(checkpoint, arch=arch)
+        size = info["image_size"]
+        if int8:  # read before anything is written
+            batches, described = _calibration_batches(calibration, limit=calibration_limit, **info)
+        with atomic_path(out) as tmp:  # committed only once ONNX Runtime matches PyTorch
+            export_onnx(
+                model, tmp, image_size=size, metadata=inference_metadata(**info), check=False
+            )
+            difference = verify_onnx(model, tmp, image_size=size)
+        typer.echo(
+            f"{out}: float32, {_megabytes(out)}, {size} px; max |logit difference| vs "
+            f"PyTorch {difference:.2g} on random inputs"
+        )
+        if int8:
+            int8_path = out.with_name(f"{out.stem}.int8.onnx")
+            quantize_int8(out, int8_path, batches)
+            difference, agreement, count = _compare(model, int8_path, next(iter(batches())))
+            typer.echo(
+                f"{int8_path}: int8, {_megabytes(int8_path)}, calibrated on {described}; "
+                f"max |logit difference| vs PyTorch {difference:.2g}, top-1 agreement "
+                f"{agreement:.0%} on {count} calibration inputs"
+            )
+    except (LightferError, ValueError) as exc:
+        typer.echo(" ".join(str(exc).split()), err=True)  # one line, even for torch's errors
+        raise typer.Exit(code=1) from None
+
+
+def _megabytes(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.2f} MB"
+
+
+def _load_for_export(path: Path, *, arch: str | None) -> tuple[Any, dict[str, Any]]:
+    """The eval-mode model of a checkpoint and its `inference_metadata` arguments."""
+    from lightfer.errors import CheckpointError
+    from lightfer.labels import CLASSES
+    from lightfer.models import create_model
+    from lightfer.models.checkpoint import load_checkpoint
+    from lightfer.predict import IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_IMAGE_SIZE
+
+    checkpoint = load_checkpoint(path)
+    classes = checkpoint.classes
+    if classes is None:
+        raise CheckpointError(
+            f"checkpoint {path} does not record its class order (its classifier has "
+            f"{checkpoint.head_size} outputs, e.g. the 12,666-way MS-Celeb-1M pre-training "
+            f"file); export a model trained on the emotions, saved as a lightfer checkpoint"
+        )
+    if checkpoint.source == "official":
+        arch = arch or "efficientface"
+        typer.echo(
+            f"{path} is an official checkpoint without metadata: exporting it as {arch} at "
+            f"{OFFICIAL_IMAGE_SIZE} px with ImageNet's mean and std and the official class "
+            f"order, as `lightfer predict` reads it",
+            err=True,
+        )
+        info = {"image_size": OFFICIAL_IMAGE_SIZE, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    else:
+        if arch is not None and arch != checkpoint.arch:
+            raise CheckpointError(
+                f"checkpoint {path} records arch {checkpoint.arch}, not {arch}; drop --arch, "
+                f"which is for official files only"
+            )
+        arch = checkpoint.arch
+        info = {"image_size": checkpoint.image_size, "mean": checkpoint.mean, "std": checkpoint.std}
+    if tuple(classes) != CLASSES:
+        typer.echo(
+            f"{path} has classes ({', '.join(classes)}), not ({', '.join(CLASSES)}): the "
+            f"export records them, but `lightfer predict` will refuse it",
+            err=True,
+        )
+    model = create_model(arch, num_classes=len(classes), pretrained=path, classes=classes)
+    return model.eval(), {"classes": classes, **info}
+
+
+def _calibration_batches(
+    source: Path | None,
+    *,
+    limit: int,
+    classes: Any,
+    image_size: int,
+    mean: Any,
+    std: Any,
+    batch_size: int = 32,
+) -> tuple[Any, str]:
+    """A callable yielding normalised calibration batches, and what they are, for the user.
+
+    Faces are normalised (and resized when needed) by the training loader's evaluation path
+    (`FaceDataset` without augmentation), so they reach the model as training's did.
+    """
+    import numpy as np
+    import torch
+
+    from lightfer.errors import DatasetError, ImageReadError
+    from lightfer.faces.align import AlignSpec, resize_face
+    from lightfer.faces.cache import CACHE_FILE, load_face_cache
+    from lightfer.images import load_rgb
+    from lightfer.predict import IMAGE_SUFFIXES
+    from lightfer.training.data import BatchRequest, FaceDataset, usable_rows
+
+    def subset(count: int) -> np.ndarray:
+        if count <= limit:
+            return np.arange(count)
+        return np.sort(np.random.default_rng(0).choice(count, limit, replace=False))
+
+    if source is None:
+
+        def noise() -> Any:
+            generator = torch.Generator().manual_seed(0)
+            for start in range(0, limit, batch_size):
+                n = min(batch_size, limit - start)
+                yield torch.randn(n, 3, image_size, image_size, generator=generator)
+
+        typer.echo(
+            "calibrating int8 on random noise: the int8 file is for speed measurements only",
+            err=True,
+        )
+        return noise, f"{limit} random inputs"
+    if (source / CACHE_FILE).is_file():
+        crops, table = load_face_cache(source)
+        rows = usable_rows(table, "train")
+        rows = rows[subset(len(rows))]
+        described = f"{len(rows)} training crops of the face cache {source}"
+    elif source.is_dir():
+        files = sorted(
+            p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        files = [files[i] for i in subset(len(files))]
+        spec = AlignSpec(crop_size=image_size)
+        faces, failed = [], []
+        for file in files:
+            try:
+                faces.append(resize_face(load_rgb(file), spec)[0])
+            except ImageReadError as err:
+                failed.append(str(err))
+        if failed:
+            typer.echo(f"skipped {len(failed)} unreadable image(s), e.g. {failed[0]}", err=True)
+        if not faces:
+            raise DatasetError(
+                f"calibration folder {source} holds no readable image "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}); pass aligned face crops or a face cache"
+            )
+        crops = np.stack(faces)
+        rows = np.arange(len(crops))
+        described = f"{len(rows)} face images from {source}"
+    else:
+        raise DatasetError(
+            f"calibration data {source} is neither a folder of aligned face images nor a "
+            f"face cache (faces.npy and faces.parquet)"
+        )
+    dataset = FaceDataset(
+        crops, rows, np.zeros(len(crops), np.int64), mean=mean, std=std, image_size=image_size
+    )
+
+    def faces_batches() -> Any:
+        for start in range(0, len(dataset), batch_size):
+            positions = np.arange(start, min(start + batch_size, len(dataset)))
+            yield dataset[BatchRequest(positions, 0)].images
+
+    return faces_batches, described
+
+
+def _compare(model: Any, path: Path, batch: Any) -> tuple[float, float, int]:
+    """Largest logit difference and top-1 agreement between `model` and an ONNX file."""
+    import torch
+
+    from lightfer.export import INPUT_NAME, OUTPUT_NAME, inference_session
+
+    with torch.inference_mode():
+        expected = model(batch).numpy()
+    got = inference_session(path).run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
+    agreement = float((got.argmax(axis=1) == expected.argmax(axis=1)).mean())
+    return float(abs(got - expected).max()), agreement, len(batch)
 
 
 def main() -> None:
