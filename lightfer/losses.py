@@ -10,7 +10,9 @@ The regimes of METHOD.md:
 
 - `sll`: cross-entropy against the one-hot labels (eq. 1), `HardCrossEntropy`;
 - `ldl`: cross-entropy against the LDG's soft labels `d = softmax(v_LDG(x))` (eq. 2),
-  `SoftLabelCrossEntropy`.
+  `SoftLabelCrossEntropy`;
+- `ldl_au`: `ldl` plus lambda times the AU-neighbour term (eqs. 3-5), `AUNeighbourKL`,
+  built with `ldl_au_regime` since it needs the neighbour graph.
 
 Difference from the official EfficientFace code: upstream computes
 `torch.mean(-q * torch.log(softmax(logits)))`, a mean over the B x C elements, i.e. the
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,7 @@ from lightfer.errors import LightferError
 
 __all__ = [
     "REGIMES",
+    "AUNeighbourKL",
     "HardCrossEntropy",
     "LossBatch",
     "LossTerm",
@@ -44,6 +47,7 @@ __all__ = [
     "SoftLabelCrossEntropy",
     "UnknownRegimeError",
     "build_regime",
+    "ldl_au_regime",
     "soft_cross_entropy",
 ]
 
@@ -62,6 +66,7 @@ class LossBatch(Protocol):
     labels: Tensor
     rows: Tensor
     soft: Tensor | None
+    neighbour_logits: Tensor | None
 
 
 class LossTerm(Protocol):
@@ -75,6 +80,14 @@ class LossTerm(Protocol):
     requires: frozenset[str]
 
     def __call__(self, logits: Tensor, batch: LossBatch) -> Tensor: ...
+
+
+class StatefulTerm(Protocol):
+    """A term that keeps state across batches (saved with the training state for resume)."""
+
+    def state_dict(self) -> dict[str, Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None: ...
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
@@ -142,6 +155,99 @@ class SoftLabelCrossEntropy:
         return soft_cross_entropy(logits, batch.soft)
 
 
+class AUNeighbourKL:
+    """The AU-neighbour term: `mean_i (1/K) sum_j a_ij KL(f(x_j) || f(x_i))` (eqs. 4-5).
+
+    Images close in the auxiliary (AU) space should have similar emotion distributions, so
+    each training image's prediction `f(x_i)` is pulled toward its K neighbours' `f(x_j)`,
+    weighted by `a_ij` (the graph's kernel weights, in [0, 1]). Normalisation: the sum over
+    neighbours is divided by K (not by `sum_j a_ij`, which would inflate the pull of far,
+    low-weight neighbours) and averaged over the batch, so the term is on the scale of one
+    KL divergence and lambda is comparable across K; rows without neighbours add 0. Only
+    `f(x_i)` receives gradients: `f(x_j)` is a fixed target, as the KL's first argument.
+
+    Sources of `f(x_j)`:
+
+    - `bank`: a memory bank holding every training row's latest prediction (detached),
+      updated with each batch's softmax after the loss is computed; it starts from `init`
+      (the LDG's soft labels), so the first epoch pulls toward the LDG's view. It is part
+      of the training state (`state_dict`), so a resumed run continues exactly.
+    - `ldg`: the neighbours' fixed LDG soft labels `init`.
+    - `batch`: the model's predictions on the neighbours' own images, forwarded with the
+      batch (`batch.neighbour_logits`, `(B*K, C)`; see `NeighbourImages`), exact but K+1
+      times the forward cost.
+
+    Args:
+        neighbours: `(N, K)` int64 neighbour cache rows of every cache row, -1 for none.
+        weights: `(N, K)` float32 `a_ij`, 0 where there is no neighbour.
+        source: "bank", "ldg" or "batch".
+        init: `(N, C)` initial bank / LDG soft labels (rows outside the graph may be NaN).
+    """
+
+    name: ClassVar[str] = "au_kl"
+
+    def __init__(
+        self,
+        neighbours: Tensor,
+        weights: Tensor,
+        *,
+        source: Literal["bank", "ldg", "batch"] = "bank",
+        init: Tensor | None = None,
+    ) -> None:
+        if neighbours.shape != weights.shape or neighbours.ndim != 2:
+            raise ValueError(
+                f"neighbours {tuple(neighbours.shape)} and weights {tuple(weights.shape)} must "
+                f"both be (N, K)"
+            )
+        if source not in ("bank", "ldg", "batch"):
+            raise ValueError(f"source {source!r} is not one of bank, ldg, batch")
+        if source != "batch" and init is None:
+            raise ValueError(f"source {source!r} needs init, the LDG's soft labels")
+        self.source = source
+        self.requires = frozenset({"neighbour_logits"} if source == "batch" else ())
+        self.neighbours = neighbours.long()
+        self.weights = torch.where(self.neighbours >= 0, weights.float(), 0.0)
+        self.k = neighbours.shape[1]
+        self.targets: Tensor | None = None
+        if init is not None:
+            uniform = torch.full_like(init, 1.0 / init.shape[1], dtype=torch.float32)
+            self.targets = torch.where(init.isnan(), uniform, init.float()).clone()
+
+    def _to(self, device: torch.device) -> None:
+        if self.neighbours.device != device:
+            self.neighbours, self.weights = self.neighbours.to(device), self.weights.to(device)
+            if self.targets is not None:
+                self.targets = self.targets.to(device)
+
+    def __call__(self, logits: Tensor, batch: LossBatch) -> Tensor:
+        """The term on one batch (and, with a bank, the bank's update)."""
+        self._to(logits.device)
+        rows = batch.rows
+        neighbours, weights = self.neighbours[rows], self.weights[rows]
+        log_p = F.log_softmax(logits.float(), dim=1)
+        if self.source == "batch":
+            if batch.neighbour_logits is None:
+                raise ValueError("source 'batch' needs the neighbours' images in the batch")
+            q = torch.softmax(batch.neighbour_logits.float().detach(), 1)
+            q = q.view(len(rows), self.k, -1)
+        else:
+            q = self.targets[neighbours.clamp(min=0)]
+        kl = (torch.xlogy(q, q) - q * log_p[:, None, :]).sum(-1)
+        term = ((weights * kl).sum(1) / self.k).mean()
+        if self.source == "bank":
+            self.targets[rows] = log_p.detach().exp()
+        return term
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The bank (empty for the other sources, which keep no state)."""
+        return {"bank": self.targets.cpu()} if self.source == "bank" else {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the bank saved by `state_dict`."""
+        if self.source == "bank":
+            self.targets = state["bank"].to(self.neighbours.device).float()
+
+
 @dataclass(frozen=True)
 class Regime:
     """A training objective: the weighted sum of loss terms.
@@ -167,11 +273,28 @@ class Regime:
         """The total loss of `logits` on `batch`."""
         return torch.stack(list(self.parts(logits, batch).values())).sum()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state of the terms that keep one across batches (e.g. a memory bank)."""
+        return {
+            term.name: term.state_dict() for _, term in self.terms if hasattr(term, "state_dict")
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        for _, term in self.terms:
+            if term.name in state:
+                term.load_state_dict(state[term.name])
+
 
 REGIMES: dict[str, Callable[[], Regime]] = {
     "sll": lambda: Regime("sll", [(1.0, HardCrossEntropy())]),
     "ldl": lambda: Regime("ldl", [(1.0, SoftLabelCrossEntropy())]),
 }
+
+
+def ldl_au_regime(weight: float, term: AUNeighbourKL) -> Regime:
+    """`ldl_au`: the LDG soft-label cross-entropy plus `weight` (lambda) times `term`."""
+    return Regime("ldl_au", [(1.0, SoftLabelCrossEntropy()), (weight, term)])
 
 
 def build_regime(name: str) -> Regime:
@@ -186,6 +309,10 @@ def build_regime(name: str) -> Regime:
     Raises:
         UnknownRegimeError: `name` is not registered (the message lists the valid names).
     """
+    if name == "ldl_au":
+        raise UnknownRegimeError(
+            "regime 'ldl_au' needs the AU neighbour graph: build it with ldl_au_regime()"
+        )
     try:
         factory = REGIMES[name]
     except KeyError:

@@ -61,22 +61,32 @@ class Batch(NamedTuple):
         labels: `(B,)` int64 hard labels (canonical class order).
         rows: `(B,)` int64 rows of the face cache (for look-ups such as kNN neighbours).
         soft: `(B, C)` float32 soft labels, or None when the dataset has none.
+        neighbour_images: `(B*K, 3, H, W)` images of each sample's K neighbours in the
+            auxiliary space, forwarded with the batch (the `batch` source of the AU term).
+        neighbour_logits: the model's outputs on `neighbour_images`, set by the loop.
     """
 
     images: Tensor
     labels: Tensor
     rows: Tensor
     soft: Tensor | None = None
+    neighbour_images: Tensor | None = None
+    neighbour_logits: Tensor | None = None
 
     def to(self, device: torch.device, *, channels_last: bool = False) -> Batch:
         """Move the batch to `device` (asynchronously from pinned memory)."""
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        images = self.images.to(device, non_blocking=True, memory_format=memory_format)
+
+        def move(tensor: Tensor | None, **kwargs: Any) -> Tensor | None:
+            return None if tensor is None else tensor.to(device, non_blocking=True, **kwargs)
+
         return Batch(
-            images,
-            self.labels.to(device, non_blocking=True),
-            self.rows.to(device, non_blocking=True),
-            None if self.soft is None else self.soft.to(device, non_blocking=True),
+            move(self.images, memory_format=memory_format),
+            move(self.labels),
+            move(self.rows),
+            move(self.soft),
+            move(self.neighbour_images, memory_format=memory_format),
+            move(self.neighbour_logits),
         )
 
 

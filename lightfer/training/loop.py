@@ -238,7 +238,12 @@ def train_one_epoch(
     for batch in bar:
         batch = batch.to(device, channels_last=on_gpu)
         with torch.autocast(device.type, enabled=use_amp):
-            logits = model(batch.images)
+            if batch.neighbour_images is None:
+                logits = model(batch.images)
+            else:  # one forward for the batch and its neighbours (the AU term's `batch` source)
+                both = model(torch.cat([batch.images, batch.neighbour_images]))
+                logits = both[: len(batch.labels)]
+                batch = batch._replace(neighbour_logits=both[len(batch.labels) :])
             parts = regime.parts(logits, batch)
             loss = torch.stack(list(parts.values())).sum()
         optimizer.zero_grad(set_to_none=True)
@@ -383,6 +388,7 @@ def save_training_state(
     state: _State,
     config: TrainConfig,
     info: ModelInfo,
+    regime: Regime,
 ) -> None:
     """Write `last.pt` atomically: everything `fit` needs to continue after `state.epoch`.
 
@@ -390,7 +396,8 @@ def save_training_state(
     `version`, `epoch` (last completed, 1-based), `config` (TrainConfig as a dict), `info`
     (ModelInfo as a dict), `model` (state_dict of the unwrapped model), `optimizer`,
     `lr_scheduler` (None for a constant rate), `scaler` (None when AMP is off),
-    `early_stopping`, `history` (the metric rows so far) and `stopped_early`.
+    `early_stopping`, `history` (the metric rows so far), `stopped_early` and `regime` (the
+    loss terms' own state, e.g. the AU term's memory bank).
     """
     payload = {
         "format": STATE_FORMAT,
@@ -405,6 +412,7 @@ def save_training_state(
         "early_stopping": early_stopping.state_dict(),
         "history": state.history,
         "stopped_early": state.stopped_early,
+        "regime": regime.state_dict(),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -536,6 +544,7 @@ def fit(
         if saved["scaler"] is not None:
             scaler.load_state_dict(saved["scaler"])
         stopping.load_state_dict(saved["early_stopping"])
+        regime.load_state_dict(saved.get("regime", {}))
         state = _State(saved["epoch"], list(saved["history"]), bool(saved["stopped_early"]))
         logger.info("resuming %s after epoch %d", state_path, state.epoch)
     elif state_path.exists():
@@ -568,6 +577,7 @@ def fit(
             _save_epoch(
                 out_dir, model=model, state=state, info=info, speed=speed, optimizer=optimizer,
                 schedule=schedule, scaler=scaler, early_stopping=stopping, config=config,
+                regime=regime,
             )  # fmt: skip
         distributed.barrier()  # no rank runs ahead of the commit point
     if not state.history:
