@@ -289,6 +289,90 @@ class SoftLabelParams(_Section):
     )
 
 
+class AuxParams(_Section):
+    """`aux`: the auxiliary label space (AU intensities or landmarks) the AU term works in."""
+
+    backend: Literal["openface", "mlcr", "geometry", "landmarks", "oracle"] = Field(
+        "geometry",
+        description="openface: OpenFace 2 AU intensities; mlcr: an MLCR CSV; geometry: AU "
+        "proxies from 68 landmarks; landmarks: the normalised 68 points; oracle: the "
+        "synthetic dataset's true AUs plus noise",
+    )
+    predict_landmarks: bool = Field(
+        True,
+        description="geometry/landmarks: predict 68 points with dlib on the aligned face "
+        "where the dataset provides none (else those faces get status no_landmarks)",
+    )
+    oracle_noise: float = Field(
+        0.0, ge=0.0, le=10.0, description="oracle: std of Gaussian noise on the 0-5 AU scale"
+    )
+    openface_binary: Path | None = Field(
+        None, description="openface: FaceLandmarkImg (default: found on PATH)"
+    )
+    openface_csv_dir: Path | None = Field(
+        None,
+        description="openface: import CSVs made elsewhere (<dir>/<dataset>/<image stem>.csv) "
+        "instead of running OpenFace",
+    )
+    mlcr_csv: Path | None = Field(
+        None, description="mlcr: CSV of the 12 AU probabilities (<dataset> in the name is "
+        "replaced by the dataset's name)",
+    )  # fmt: skip
+
+    @field_validator("openface_binary", "openface_csv_dir", "mlcr_csv")
+    @classmethod
+    def _resolve(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _relative_to_params(path, info)
+
+    @model_validator(mode="after")
+    def _backend_inputs(self) -> AuxParams:
+        if self.backend == "mlcr" and self.mlcr_csv is None:
+            raise ValueError("backend 'mlcr' needs mlcr_csv, the CSV of MLCR's outputs")
+        return self
+
+
+class KnnParams(_Section):
+    """`knn`: the NGT neighbour graph over the training split's auxiliary vectors."""
+
+    k: int = Field(8, ge=1, le=256, description="neighbours per training sample (self excluded)")
+    standardise: bool = Field(True, description="z-score each dimension before the search")
+    kernel: Literal["exp", "gaussian", "uniform"] = Field(
+        "exp", description="edge weight: exp(-d/sigma^2) (eq. 5), exp(-d^2/2sigma^2), or 1"
+    )
+    sigma: float | None = Field(
+        None, gt=0.0, description="kernel width; null: the median neighbour distance gets e^-1"
+    )
+    epsilon: float = Field(0.1, ge=0.0, le=2.0, description="NGT search range (higher: exacter)")
+    recall_sample: int = Field(1000, ge=0, description="points checked against exact search")
+
+
+class AuLossParams(_Section):
+    """`au_loss`: the AU-neighbour term of the ldl_au regime (METHOD.md eq. 4)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    weight: float = Field(
+        1.0, alias="lambda", ge=0.0, le=1000.0, description="lambda, the term's weight"
+    )
+    source: Literal["bank", "ldg", "batch"] = Field(
+        "bank",
+        description="neighbours' predictions f(x_j): bank: each training sample's latest "
+        "prediction (detached); ldg: their cached LDG soft labels; batch: the neighbours' "
+        "images forwarded with the batch (exact, K+1 times the cost)",
+    )
+
+
+class StudyParams(_Section):
+    """`study`: EfficientFace ldl_au over oracle AU noise levels x seeds (synthetic data)."""
+
+    datasets: tuple[str, ...] = Field(
+        (), description="synthetic datasets the study runs on (none: no study)"
+    )
+    noise: tuple[Annotated[float, Field(ge=0.0, le=10.0)], ...] = Field(
+        (0.0, 0.5, 1.5), min_length=1, description="oracle noise levels (std, 0-5 AU scale)"
+    )
+
+
 class Params(_Section):
     """The whole of `params.yaml`."""
 
@@ -298,6 +382,26 @@ class Params(_Section):
     train: TrainParams = Field(default_factory=TrainParams)
     soft_labels: SoftLabelParams = Field(default_factory=SoftLabelParams)
     bench: BenchParams = Field(default_factory=BenchParams)
+    aux: AuxParams = Field(default_factory=AuxParams)
+    knn: KnnParams = Field(default_factory=KnnParams)
+    au_loss: AuLossParams = Field(default_factory=AuLossParams)
+    study: StudyParams = Field(default_factory=StudyParams)
+
+    @model_validator(mode="after")
+    def _synthetic_only(self) -> Params:
+        synthetic = {n for n, d in self.datasets.items() if d.kind == "synthetic"}
+        if self.aux.backend == "oracle" and set(self.datasets) - synthetic:
+            raise ValueError(
+                "aux.backend: 'oracle' needs true AUs, which only synthetic datasets have; "
+                f"use geometry for {', '.join(sorted(set(self.datasets) - synthetic))}"
+            )
+        if set(self.study.datasets) - synthetic:
+            raise ValueError(
+                f"study.datasets: {', '.join(sorted(set(self.study.datasets) - synthetic))} "
+                f"is not a synthetic dataset in datasets (configured synthetic: "
+                f"{', '.join(sorted(synthetic)) or 'none'})"
+            )
+        return self
 
     @field_validator("datasets")
     @classmethod

@@ -21,12 +21,15 @@ logger = logging.getLogger("lightfer.stages")
 COMMON_DEPS: tuple[str, ...] = ("stages/common.py", "lightfer/params.py", "lightfer/io.py")
 
 
-# The axes a stage can expand over, and where their values come from in params.
+# The axes a stage can expand over, and where their values come from in params (a stage
+# may take an axis's values from elsewhere: `StageSpec.axis_values`).
 AXES: dict[str, Callable[[Params], list[Any]]] = {
     "dataset": lambda params: list(params.datasets),
     "regime": lambda params: list(params.train.regimes),
     "seed": lambda params: list(params.train.seeds),
+    "noise": lambda params: list(params.study.noise),
 }
+AXIS_TYPES: dict[str, type] = {"seed": int, "noise": float}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class StageSpec:
     `outs` lists every output, metrics files included; `run(params, root, **values)`
     writes them under `root` and returns the stage's summary. `axes` names what the stage
     expands over, in DVC's matrix order (see `AXES`); none means a single plain stage.
+    `sources` overrides where an axis's values come from (e.g. the study's datasets).
     """
 
     name: str
@@ -62,6 +66,11 @@ class StageSpec:
     params: tuple[str, ...]
     run: Callable[..., dict[str, Any]]
     axes: tuple[str, ...] = ("dataset",)
+    sources: tuple[tuple[str, Callable[[Params], list[Any]]], ...] = ()
+
+    def axis_values(self, axis: str, params: Params) -> list[Any]:
+        """The values this stage expands `axis` over."""
+        return dict(self.sources).get(axis, AXES[axis])(params)
 
     @property
     def module(self) -> str:
@@ -88,7 +97,7 @@ class StageSpec:
         """Every run of this stage for these params, in DVC's order."""
         return [
             self.expand(**dict(zip(self.axes, combo, strict=True)))
-            for combo in itertools.product(*(AXES[axis](params) for axis in self.axes))
+            for combo in itertools.product(*(self.axis_values(axis, params) for axis in self.axes))
         ]
 
 
@@ -118,7 +127,7 @@ def stage_main(spec: StageSpec, argv: list[str] | None = None) -> int:
     """Command-line entry of a stage: `python -m stages.<module> --<axis> VALUE ...`."""
     parser = argparse.ArgumentParser(prog=f"python -m stages.{spec.module}")
     for axis in spec.axes:
-        parser.add_argument(f"--{axis}", required=True, type=int if axis == "seed" else str)
+        parser.add_argument(f"--{axis}", required=True, type=AXIS_TYPES.get(axis, str))
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
     args = parser.parse_args(argv)
     values = {axis: getattr(args, axis) for axis in spec.axes}
@@ -126,10 +135,10 @@ def stage_main(spec: StageSpec, argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         for axis, value in values.items():
-            if value not in AXES[axis](params):
+            if value not in spec.axis_values(axis, params):
                 raise ParamsError(
                     f"{axis} {value!r} is not configured in {args.params}; configured: "
-                    + ", ".join(map(str, AXES[axis](params)))
+                    + ", ".join(map(str, spec.axis_values(axis, params)))
                 )
         configure_process(params)
         spec.run(params, Path("."), **values)

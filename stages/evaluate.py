@@ -15,7 +15,8 @@ from lightfer.training.data import make_loader
 from lightfer.training.loop import evaluate
 from stages.common import StageSpec, stage_main
 from stages.train_ef import run_name
-from stages.training import dataset_of, device, load_splits, load_trained
+from stages.train_ef_au import REGIME as AU_REGIME
+from stages.training import Splits, dataset_of, device, load_splits, load_trained
 
 logger = logging.getLogger("lightfer.stages.evaluate")
 
@@ -25,13 +26,27 @@ _AGGREGATED = ("accuracy", "mean_class_accuracy", "kl_divergence", "true_majorit
 def _runs(params: Params) -> dict[str, list[str]]:
     """Model runs grouped as the paper's Table 2 rows: the LDG, then EF per regime."""
     groups = {"ldg": ["ldg"]}
-    for regime in params.train.regimes:
+    for regime in (*params.train.regimes, AU_REGIME):
         groups[f"ef-{regime}"] = [run_name(regime, seed) for seed in params.train.seeds]
     return groups
 
 
 def _spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def test_metrics(params: Params, splits: Splits, model_path: Path) -> dict[str, Any]:
+    """A trained model's classification (and, with true distributions, LDL) test metrics."""
+    model, checkpoint = load_trained(model_path)
+    loader = make_loader(
+        dataset_of(splits, splits.test, checkpoint.image_size or params.align.crop_size),
+        batch_size=256, train=False,
+    )  # fmt: skip
+    result = evaluate(model, loader, device())
+    metrics = classification_metrics(result["probs"], result["labels"], CLASSES)
+    if splits.true_dist is not None:
+        metrics.update(ldl_metrics(result["probs"], splits.true_dist[result["rows"]]))
+    return metrics
 
 
 def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
@@ -41,15 +56,7 @@ def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
     per_run: dict[str, dict[str, Any]] = {}
     groups = _runs(params)
     for name in [run for runs in groups.values() for run in runs]:
-        model, checkpoint = load_trained(root / "models" / dataset / f"{name}.pt")
-        loader = make_loader(
-            dataset_of(splits, splits.test, checkpoint.image_size or params.align.crop_size),
-            batch_size=256, train=False,
-        )  # fmt: skip
-        result = evaluate(model, loader, device())
-        metrics = classification_metrics(result["probs"], result["labels"], CLASSES)
-        if splits.true_dist is not None:
-            metrics.update(ldl_metrics(result["probs"], splits.true_dist[result["rows"]]))
+        metrics = test_metrics(params, splits, root / "models" / dataset / f"{name}.pt")
         write_confusion_matrix_png(
             reports / "confusion" / f"{name}.png", metrics["confusion_matrix"], CLASSES,
             title=f"{dataset} {name}: accuracy {metrics['accuracy']:.3f}",
@@ -92,7 +99,7 @@ def format_table(dataset: str, table: dict[str, dict[str, Any]], test_samples: i
 
 STAGE = StageSpec(
     name="evaluate",
-    deps=("stages/evaluate.py", "stages/training.py", "stages/train_ef.py",
+    deps=("stages/evaluate.py", "stages/training.py", "stages/train_ef.py", "stages/train_ef_au.py",
           "lightfer/evaluation.py", "lightfer/training", "lightfer/models",
           "data/{dataset}/faces", "data/{dataset}/prepared", "models/{dataset}"),
     outs=("reports/{dataset}/confusion", "reports/{dataset}/table2.md",

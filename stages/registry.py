@@ -4,17 +4,39 @@ from __future__ import annotations
 
 from lightfer.errors import LightferError
 from lightfer.params import Params
-from stages import align, bench, evaluate, prepare, soft_labels, train_ef, train_ldg
+from stages import (
+    align,
+    aux_analysis,
+    aux_labels,
+    bench,
+    evaluate,
+    knn,
+    prepare,
+    report,
+    soft_labels,
+    study,
+    study_summary,
+    train_ef,
+    train_ef_au,
+    train_ldg,
+)
 from stages.common import StageRun, StageSpec
 
 STAGES: tuple[StageSpec, ...] = (
     prepare.STAGE,
     align.STAGE,
+    aux_labels.STAGE,
     train_ldg.STAGE,
     soft_labels.STAGE,
+    knn.STAGE,
     train_ef.STAGE,
+    train_ef_au.STAGE,
+    study.STAGE,
     evaluate.STAGE,
+    study_summary.STAGE,
+    aux_analysis.STAGE,
     bench.STAGE,
+    report.STAGE,
 )
 
 

@@ -41,6 +41,7 @@ from lightfer.training.data import (
 )
 from lightfer.training.distributed import SINGLE, Distributed
 from lightfer.training.loop import ModelInfo, fit
+from lightfer.training.neighbours import NeighbourImages
 from lightfer.training.soft_labels import OnlineSoftLabels
 from stages.align import faces_dir
 from stages.common import StageRun
@@ -139,13 +140,16 @@ def fit_model(
     splits: Splits,
     soft: np.ndarray | None,
     teacher: torch.nn.Module | None = None,
+    neighbours: torch.Tensor | None = None,
     distributed: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """Train one model on `splits.train` in `run_dir` (resuming what is there).
 
     `run_dir/best.pt` is the model of the epoch chosen on validation. With a `teacher`
-    (an LDG), training batches get their soft labels from it online. `distributed` is this
-    process's rank when several train together (its process group started).
+    (an LDG), training batches get their soft labels from it online; with `neighbours`
+    (`(N, K)` cache rows), they carry their neighbours' images (the AU term's `batch`
+    source). `distributed` is this process's rank when several train together (its process
+    group started).
     """
     config = model_cfg.train.model_copy(update={"seed": seed})
     image_size = params.align.crop_size
@@ -165,6 +169,9 @@ def fit_model(
         loaders["train_loader"] = OnlineSoftLabels(
             loaders["train_loader"], teacher, device(), temperature=params.soft_labels.temperature
         )
+    if neighbours is not None:
+        plain = dataset_of(splits, splits.train, image_size)
+        loaders["train_loader"] = NeighbourImages(loaders["train_loader"], plain, neighbours)
     for split, rows in (("val", splits.val), ("test", splits.test)):
         if len(rows):
             evaluation = dataset_of(splits, rows, image_size, soft=soft)

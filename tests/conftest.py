@@ -23,6 +23,8 @@ def tiny_params(**datasets: dict[str, Any]) -> dict[str, Any]:
     synthetic = params["datasets"]["synthetic"]
     synthetic.update(n_train=40, n_test=20, n_subjects=10)
     params["datasets"] = datasets or {"synthetic": synthetic}
+    kinds = {name: spec.get("kind") for name, spec in params["datasets"].items()}
+    params["study"]["datasets"] = [name for name, kind in kinds.items() if kind == "synthetic"]
     params["base"]["threads"] = 1
     return params
 

@@ -122,6 +122,7 @@ def test_relative_dataset_root_resolves_against_the_params_file(tmp_path: Path, 
     raw = _with(
         "datasets", {"mine": {"kind": "imagefolder", "root": "faces", "classes": OFFICIAL_FOLDERS}}
     )
+    raw["study"]["datasets"] = []  # the AU-noise study needs a synthetic dataset
     params = load_params(write_params(raw))
     assert params.datasets["mine"].root == tmp_path / "faces"
 

@@ -18,7 +18,17 @@ from lightfer.errors import StageOutputError
 from lightfer.labels import CLASSES
 from lightfer.models.checkpoint import load_checkpoint
 from lightfer.params import load_params
-from stages import align, evaluate, prepare, soft_labels, train_ef, train_ldg
+from stages import (
+    align,
+    aux_labels,
+    evaluate,
+    knn,
+    prepare,
+    soft_labels,
+    train_ef,
+    train_ef_au,
+    train_ldg,
+)
 from stages.training import load_splits
 from tests.conftest import PROJECT_ROOT, tiny_params
 
@@ -34,10 +44,11 @@ def trained(tmp_path_factory):
         raw["train"][model]["train"].update(epochs=2, batch_size=16)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     params = load_params(root / "params.yaml")
-    for stage in (prepare, align, train_ldg, soft_labels):
+    for stage in (prepare, align, train_ldg, soft_labels, aux_labels, knn):
         stage.run(params, root, dataset="synthetic")
     for regime in ("sll", "ldl"):
         train_ef.run(params, root, dataset="synthetic", regime=regime, seed=0)
+    train_ef_au.run(params, root, dataset="synthetic", seed=0)
     summary = evaluate.run(params, root, dataset="synthetic")
     return root, params, summary
 
@@ -74,12 +85,12 @@ def test_soft_labels_from_another_ldg_are_refused(trained):
 
 def test_evaluate_writes_the_table_and_confusion_matrices(trained):
     root, _, summary = trained
-    assert set(summary["runs"]) == {"ldg", "ef-sll-seed0", "ef-ldl-seed0"}
+    assert set(summary["runs"]) == {"ldg", "ef-sll-seed0", "ef-ldl-seed0", "ef-ldl_au-seed0"}
     for run in summary["runs"].values():
         assert 0.0 <= run["accuracy"] <= 1.0
         assert run["kl_divergence"] >= 0.0
         assert sum(map(sum, run["confusion_matrix"])) == summary["test_samples"] == 20
-    assert set(summary["table"]) == {"ldg", "ef-sll", "ef-ldl"}
+    assert set(summary["table"]) == {"ldg", "ef-sll", "ef-ldl", "ef-ldl_au"}
     table = (root / "reports/synthetic/table2.md").read_text()
     assert "| ef-ldl | 1 |" in table
     assert (root / "reports/synthetic/confusion/ef-ldl-seed0.png").stat().st_size > 1000
