@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: repro test venv
+.PHONY: repro test venv results-diff
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -25,3 +25,12 @@ test: venv
 	ruff check .
 	ruff format --check .
 	python -m pytest
+
+## After `make repro`: params and metrics now against the committed dvc.lock and reports.
+results-diff: venv
+	@echo "== dvc params diff HEAD (nothing listed: the params are the committed ones)"
+	@dvc params diff HEAD
+	@echo "== dvc metrics diff HEAD (nothing listed: every metric equals the committed one)"
+	@dvc metrics diff --precision 4 HEAD
+	@echo "== files changed against the commit"
+	@git --no-pager diff --stat HEAD -- dvc.lock reports
