@@ -2,12 +2,14 @@
 
 Training pulls each image's prediction toward those of its K nearest neighbours in Action
 Unit space, weighted by `a_ij = exp(-d_ij / sigma^2)` (METHOD.md, eq. 5). The lists are
-computed once, offline: `standardise` the AU vectors, `build_index` (an NGT ANNG graph on
-disk), `query_neighbours` for every point with the point itself excluded, `edge_weights`,
-and keep the result as a `NeighbourGraph` (one `.npz`). `build_graph` does all of that and
-checks recall@K against exact search (`exact_neighbours`) on a random sample.
+computed once, offline: `standardise` the AU vectors, put them in `locality_order`,
+`build_index` (an NGT ANNG graph on disk), `query_neighbours` for every point with the
+point itself excluded (`approximate_neighbours` does these three), `edge_weights`, and keep
+the result as a `NeighbourGraph` (one `.npz`). `build_graph` does all of that and checks
+recall@K against exact search (`exact_neighbours`) on a random sample.
 
-NGT notes (ngt 2.8, `import ngtpy`; measured on this project's shared 2-core machines):
+NGT notes (ngt 2.8, `import ngtpy`; measured on this project's shared 2-core machines, whose
+speed varied by 2x with the other work on them; figures are CPU seconds):
 
 - Distances are Euclidean (L2), not squared; `exact_neighbours` returns the same quantity.
 - Determinism. NGT seeds every search with the objects of the DVP-tree leaf nearest to the
@@ -21,9 +23,15 @@ NGT notes (ngt 2.8, `import ngtpy`; measured on this project's shared 2-core mac
 - `LeafNodeSize` 20 (NGT's default is 100): with all leaf objects as seeds, smaller leaves
   mean fewer seed distances per search. On 100k x 17 clustered points it cut build CPU
   time by about 30 % and query time by about 30 % at the same recall.
-- Edge sizes: see `EDGE_SIZE_FOR_CREATION` and `EDGE_SIZE_FOR_SEARCH`.
-- `batch_search` (OpenMP, one call) is faster than a Python loop over `search`; the
-  number of OpenMP threads it uses is set from `threads` through the OpenMP runtime that
+- Memory locality dominates: a search computes only a few hundred distances, yet took
+  30 us per query in a 10k-point index and 140 us in a 150k one, the difference being
+  cache misses. Inserting the points in `locality_order` (so that object ids, and thus
+  memory, follow space) cut the build of 100k x 17 clustered points from 15 to 7 CPU s and
+  the all-points query from 13 to 5, and raised recall@8 from 0.94 to 0.96.
+- Edge sizes: see `EDGE_SIZE_FOR_CREATION`, `EDGE_SIZE_FOR_SEARCH`, `EDGE_SIZE_FOR_QUERY`.
+- Per query, `batch_search` and a Python loop over `search` cost about the same (140 us
+  in a 150k-point index), but only `batch_search` runs queries in parallel (OpenMP; ngtpy
+  holds the GIL). Its thread count is set from `threads` through the OpenMP runtime that
   ships inside the ngt wheel.
 """
 
@@ -51,15 +59,18 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "EDGE_SIZE_FOR_CREATION",
+    "EDGE_SIZE_FOR_QUERY",
     "EDGE_SIZE_FOR_SEARCH",
     "GRAPH_FORMAT",
     "GRAPH_VERSION",
     "KERNELS",
     "NeighbourGraph",
+    "approximate_neighbours",
     "build_graph",
     "build_index",
     "edge_weights",
     "exact_neighbours",
+    "locality_order",
     "query_neighbours",
     "recall_at_k",
     "standardise",
@@ -67,13 +78,20 @@ __all__ = [
 
 EDGE_SIZE_FOR_CREATION = 10
 """Edges each new object gets to its nearest earlier objects while the ANNG is built (NGT's
-default). Build time grows about linearly with it; 5 halved the build but cost 0.2 of
-recall@8, 15 gained 0.02 of recall for 1.6x the build time (100k x 17 clustered points)."""
+default). Build time grows about linearly with it; on 100k x 17 clustered points (random
+order) 5 halved the build but cost 0.17 of recall@8, 15 gained 0.02 for 1.6x the time."""
 
 EDGE_SIZE_FOR_SEARCH = 20
-"""Edges followed from each visited object during a search (NGT's default is 40). On 100k x
-17 clustered points, 20 at epsilon 0.1 gave recall@8 0.965 in about 70 % of the time 40
-took for 0.972; raising epsilon buys recall more cheaply than raising this."""
+"""The index's default number of edges followed from each visited object (NGT's default is
+40). It also bounds the searches that find each new object's edges during the build: on
+284k x 17 clustered points in `locality_order`, building with 20 took 31 CPU s and with 40
+57 s, and the graph built with 20 reached recall@8 0.955 at query edge size 40 and
+epsilon 0.1 (48 s of query) where the one built with 40 needed 0.08 and 57 s."""
+
+EDGE_SIZE_FOR_QUERY = 40
+"""Edges followed from each visited object in the all-points query (see
+`EDGE_SIZE_FOR_SEARCH`). On 284k x 17 points, at epsilon 0.1: 20 gave recall@8 0.931 (31 CPU
+s), 40 gave 0.955 (48 s); reaching 0.96 at 20 took epsilon 0.15 and 67 s."""
 
 KERNELS = ("exp", "gaussian", "uniform")
 GRAPH_FORMAT = "lightfer.neighbour_graph"
@@ -81,6 +99,9 @@ GRAPH_VERSION = 1
 
 # Written into the NGT property file before inserting; see the module docstring.
 _NGT_PROPERTIES = {"SeedType": "AllLeafNodes", "LeafNodeSize": "20"}
+# `locality_order`: principal components used, and bits (levels = 2**bits) for each.
+_ORDER_COMPONENTS = 6
+_ORDER_BITS = 5
 
 
 def _as_points(vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
@@ -166,7 +187,7 @@ def build_index(
         threads: threads searching for the new objects' edges during insertion. The built
             graph does not depend on it (checked for 1, 2 and 3).
         edge_size_for_creation: see `EDGE_SIZE_FOR_CREATION`.
-        edge_size_for_search: see `EDGE_SIZE_FOR_SEARCH`.
+        edge_size_for_search: see `EDGE_SIZE_FOR_SEARCH`; `query_neighbours` overrides it.
 
     Returns:
         The index, reopened from `path`. Not read-only: NGT's read-only search (a separate
@@ -228,6 +249,35 @@ def _openmp_threads(threads: int) -> Iterator[None]:
         runtime.omp_set_num_threads(previous)
 
 
+def locality_order(vectors: np.ndarray) -> np.ndarray:
+    """A permutation of the points that keeps points near in space near in the sequence.
+
+    The points are projected on their first 6 principal components (fitted on every
+    (N // 10000)-th point), each quantised to 32 levels, and sorted by the Morton code
+    (Z-order curve) of those levels; ties keep their input order. 3 components ordered
+    100k x 17 clustered points a little worse and 10 no better. Deterministic for the same
+    input on the same machine.
+
+    Returns:
+        (N,) int64 permutation: `vectors[order]` is the reordered array.
+    """
+    points = _as_points(vectors).astype(np.float64)
+    n, dim = points.shape
+    centred = points - points.mean(axis=0)
+    _, _, components = np.linalg.svd(centred[:: max(1, n // 10_000)], full_matrices=False)
+    used = min(_ORDER_COMPONENTS, dim)
+    projected = centred @ components[:used].T
+    low, high = projected.min(axis=0), projected.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    levels = 2**_ORDER_BITS
+    cells = np.minimum(((projected - low) / span * levels).astype(np.int64), levels - 1)
+    code = np.zeros(n, dtype=np.int64)
+    for bit in range(_ORDER_BITS - 1, -1, -1):
+        for component in range(used):
+            code = (code << 1) | ((cells[:, component] >> bit) & 1)
+    return np.argsort(code, kind="stable").astype(np.int64)
+
+
 def _exclude_self(ids: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop each query's own id from its K+1 results, keeping order.
 
@@ -252,7 +302,7 @@ def query_neighbours(
     *,
     epsilon: float,
     threads: int,
-    edge_size: int | None = None,
+    edge_size: int | None = EDGE_SIZE_FOR_QUERY,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The K approximate nearest neighbours of every indexed point, the point itself excluded.
 
@@ -265,11 +315,11 @@ def query_neighbours(
         k: neighbours per point; needs N > k.
         epsilon: NGT's search range coefficient: the search explores objects up to
             (1 + epsilon) times the current K+1-th distance. Larger is slower and closer to
-            exact (on 100k x 17 clustered points: 0.05 -> recall@8 0.93, 0.1 -> 0.965,
-            0.2 -> 0.996).
+            exact (100k x 17 clustered points, edge size 20: 0.05 -> recall@8 0.93,
+            0.1 -> 0.965, 0.2 -> 0.996, each step about doubling the time).
         threads: OpenMP threads for the batch search.
-        edge_size: edges followed per visited object; None keeps the index's
-            `edge_size_for_search`.
+        edge_size: edges followed per visited object (`EDGE_SIZE_FOR_QUERY`); None keeps
+            the index's `edge_size_for_search`.
 
     Returns:
         `(indices, distances)`: (N, K) int64 positions in `vectors` and (N, K) float32 L2
@@ -318,6 +368,80 @@ def query_neighbours(
     return _exclude_self(ids, distances)
 
 
+def approximate_neighbours(
+    vectors: np.ndarray,
+    k: int,
+    *,
+    epsilon: float,
+    threads: int,
+    index_dir: Path | None = None,
+    edge_size_for_creation: int = EDGE_SIZE_FOR_CREATION,
+    edge_size_for_search: int = EDGE_SIZE_FOR_SEARCH,
+    edge_size_for_query: int = EDGE_SIZE_FOR_QUERY,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """The K approximate nearest neighbours of every point, the point itself excluded.
+
+    `locality_order`, then `build_index` on the reordered points, then `query_neighbours`,
+    with the results mapped back to input positions.
+
+    Args:
+        vectors: (N, D) points, finite (standardise them first if their scales differ).
+        k: neighbours per point; needs N > k.
+        epsilon: see `query_neighbours`.
+        threads: threads for building and querying the index.
+        index_dir: directory to keep the NGT index in (replaced if present); a temporary
+            directory, deleted afterwards, when None. Object id j of the kept index is
+            input position `order[j]`; `order` is saved beside it as `<index_dir>.order.npy`.
+        edge_size_for_creation: see `EDGE_SIZE_FOR_CREATION`.
+        edge_size_for_search: see `EDGE_SIZE_FOR_SEARCH`.
+        edge_size_for_query: see `EDGE_SIZE_FOR_QUERY`.
+
+    Returns:
+        `(positions, distances, seconds)`: (N, K) int64 input positions and (N, K) float32
+        L2 distances, nearest first, and the wall-clock seconds of the steps ("order",
+        "build", "query").
+    """
+    points = _as_points(vectors)
+    started = time.perf_counter()
+    order = locality_order(points)
+    ordered = np.ascontiguousarray(points[order])
+    ordered_at = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if index_dir is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="lightfer-ngt-"))
+            index_path = Path(tmp) / "index"
+        else:
+            index_path = Path(index_dir)
+            order_file = index_path.with_name(index_path.name + ".order.npy")
+            with atomic_path(order_file) as file, open(file, "wb") as handle:
+                np.save(handle, order)
+        index = build_index(
+            ordered,
+            index_path,
+            threads=threads,
+            edge_size_for_creation=edge_size_for_creation,
+            edge_size_for_search=edge_size_for_search,
+        )
+        built_at = time.perf_counter()
+        try:
+            found, found_distances = query_neighbours(
+                index, ordered, k, epsilon=epsilon, threads=threads, edge_size=edge_size_for_query
+            )
+        finally:
+            index.close()
+    queried_at = time.perf_counter()
+    positions = np.empty_like(found)
+    distances = np.empty_like(found_distances)
+    positions[order] = order[found]
+    distances[order] = found_distances
+    seconds = {
+        "order": ordered_at - started,
+        "build": built_at - ordered_at,
+        "query": queried_at - built_at,
+    }
+    return positions, distances, seconds
+
+
 def exact_neighbours(
     vectors: np.ndarray,
     k: int,
@@ -351,7 +475,10 @@ def exact_neighbours(
         raise ValueError(f"need 1 <= k < N, got k={k} and N={n}")
     queries = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     if queries.ndim != 1 or (queries.size and (queries.min() < 0 or queries.max() >= n)):
-        raise ValueError(f"rows must be a 1-D array of positions in [0, {n}), got {rows!r}")
+        raise ValueError(
+            f"rows must be a 1-D array of positions in [0, {n}), got shape {queries.shape} "
+            f"with values from {queries.min(initial=0)} to {queries.max(initial=0)}"
+        )
     data = torch.from_numpy(points).double()
     squared = (data * data).sum(dim=1)
     out_ids = np.empty((queries.size, k), dtype=np.int64)
@@ -360,11 +487,12 @@ def exact_neighbours(
     with torch.inference_mode():
         for start in range(0, queries.size, block):
             positions = torch.from_numpy(queries[start : start + block])
-            q = data[positions]
-            d2 = squared[positions, None] + squared[None, :] - 2.0 * (q @ data.T)
-            d2[torch.arange(len(positions)), positions] = math.inf
-            values, ids = torch.topk(d2, k, dim=1, largest=False, sorted=False)
-            values, ids = values.clamp_min_(0).sqrt_().numpy(), ids.numpy()
+            # |x|^2 - 2 q.x ranks the points as |q - x|^2 does; |q|^2 is added back after.
+            ranking = torch.addmm(squared[None, :], data[positions], data.T, alpha=-2.0)
+            ranking[torch.arange(len(positions)), positions] = math.inf
+            values, ids = torch.topk(ranking, k, dim=1, largest=False, sorted=False)
+            values = (values + squared[positions, None]).clamp_min_(0).sqrt_().numpy()
+            ids = ids.numpy()
             order = np.lexsort((ids, values), axis=1)
             out_ids[start : start + block] = np.take_along_axis(ids, order, axis=1)
             out_distances[start : start + block] = np.take_along_axis(values, order, axis=1)
@@ -589,6 +717,7 @@ def build_graph(
     seed: int = 0,
     edge_size_for_creation: int = EDGE_SIZE_FOR_CREATION,
     edge_size_for_search: int = EDGE_SIZE_FOR_SEARCH,
+    edge_size_for_query: int = EDGE_SIZE_FOR_QUERY,
 ) -> NeighbourGraph:
     """Build the K-nearest-neighbour graph of AU vectors, with edge weights.
 
@@ -601,16 +730,17 @@ def build_graph(
         sigma: kernel width; None chooses it from the median neighbour distance.
         epsilon: NGT search range coefficient, see `query_neighbours`.
         threads: threads for building and querying the index.
-        index_dir: directory to keep the NGT index in (replaced if present); a temporary
-            directory, deleted afterwards, when None.
+        index_dir: directory to keep the NGT index in, see `approximate_neighbours`.
         recall_sample: points whose neighbours are also found by exact search to measure
             recall@K (seeded by `seed`); 0 skips the check.
         seed: seed of the recall sample.
         edge_size_for_creation: see `EDGE_SIZE_FOR_CREATION`.
         edge_size_for_search: see `EDGE_SIZE_FOR_SEARCH`.
+        edge_size_for_query: see `EDGE_SIZE_FOR_QUERY`.
 
     Returns:
-        The graph; its `indices` are dataset rows. The same inputs give the same graph.
+        The graph; its `indices` are dataset rows. The same inputs on the same machine give
+        the same graph.
     """
     if kernel not in KERNELS:
         raise ValueError(f"Invalid kernel {kernel!r}. Only {', '.join(KERNELS)} are supported.")
@@ -622,32 +752,24 @@ def build_graph(
         raise ValueError("rows must be unique, non-negative dataset rows")
     if standardise:
         points = _zscore(points)
-    started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if index_dir is None:
-            index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "ngt"
-        index = build_index(
-            points,
-            Path(index_dir),
-            threads=threads,
-            edge_size_for_creation=edge_size_for_creation,
-            edge_size_for_search=edge_size_for_search,
-        )
-        built = time.perf_counter()
-        try:
-            positions, distances = query_neighbours(
-                index, points, k, epsilon=epsilon, threads=threads
-            )
-        finally:
-            index.close()
-    queried = time.perf_counter()
+    positions, distances, seconds = approximate_neighbours(
+        points,
+        k,
+        epsilon=epsilon,
+        threads=threads,
+        index_dir=index_dir,
+        edge_size_for_creation=edge_size_for_creation,
+        edge_size_for_search=edge_size_for_search,
+        edge_size_for_query=edge_size_for_query,
+    )
     logger.info(
-        "NGT neighbour graph of %d x %d points, k=%d: build %.1f s, query %.1f s",
+        "NGT neighbour graph of %d x %d points, k=%d: order %.1f s, build %.1f s, query %.1f s",
         points.shape[0],
         points.shape[1],
         k,
-        built - started,
-        queried - built,
+        seconds["order"],
+        seconds["build"],
+        seconds["query"],
     )
     recall = None
     if recall_sample > 0:

@@ -38,6 +38,26 @@ def test_query_neighbours_match_exact_search(small_graph) -> None:
     assert (np.diff(distances, axis=1) >= 0).all()
 
 
+def test_approximate_neighbours_map_back_to_input_positions() -> None:
+    points = clustered(300, 5, seed=6)
+    positions, distances, seconds = knn.approximate_neighbours(points, 6, epsilon=1.0, threads=1)
+    exact_ids, exact_distances = knn.exact_neighbours(points, 6)
+    assert knn.recall_at_k(positions, exact_ids) >= 0.99
+    np.testing.assert_allclose(distances, exact_distances, rtol=1e-4, atol=1e-5)
+    assert set(seconds) == {"order", "build", "query"}
+
+
+def test_locality_order_is_a_deterministic_permutation_that_groups_clusters() -> None:
+    points = clustered(2000, 17, seed=7, clusters=4)
+    order = knn.locality_order(points)
+    assert order.dtype == np.int64
+    np.testing.assert_array_equal(np.sort(order), np.arange(2000))
+    np.testing.assert_array_equal(knn.locality_order(points), order)
+    # Consecutive points in the order are much closer than consecutive points in the input.
+    step = np.linalg.norm(np.diff(points[order], axis=0), axis=1).mean()
+    assert step < 0.7 * np.linalg.norm(np.diff(points, axis=0), axis=1).mean()
+
+
 def test_query_neighbours_exclude_the_point_itself(small_graph) -> None:
     ids = small_graph[0]
     assert not (ids == np.arange(300)[:, None]).any()
@@ -217,8 +237,13 @@ def test_build_graph_is_deterministic_and_refers_to_dataset_rows(tmp_path) -> No
     assert not (first.indices == rows[:, None]).any()
     assert 0.9 <= first.recall <= 1.0
     assert first.weights[:, 0] == pytest.approx(first.weights.max(axis=1))
-    # The kept index carries the seed setting that makes NGT's batch search deterministic.
+    # The kept index carries the seed setting that makes NGT's batch search deterministic,
+    # and the map from its object ids to input positions.
     assert "SeedType\tAllLeafNodes" in (tmp_path / "index0" / "prf").read_text()
+    order = np.load(tmp_path / "index0.order.npy")
+    index = knn.ngtpy.Index(str(tmp_path / "index0"))
+    np.testing.assert_allclose(index.get_object(5), knn.standardise(points)[0][order[5]])
+    index.close()
 
 
 def test_openmp_thread_count_is_set_for_the_search_and_restored() -> None:

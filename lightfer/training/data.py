@@ -443,6 +443,23 @@ class EpochBatchSampler(Sampler[BatchRequest]):
         return len(self._batches())
 
 
+class LoaderWrapper:
+    """A training loader that adds something to each batch of the loader it wraps.
+
+    Subclasses define `__iter__`; everything else (`sampler`, `len`) is the wrapped
+    loader's, so `fit` treats the wrapper as any training loader.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
 def make_loader(
     dataset: FaceDataset,
     *,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightfer.training.data import Batch, BatchRequest, FaceDataset
+from lightfer.training.data import Batch, BatchRequest, FaceDataset, LoaderWrapper
 
 __all__ = ["NeighbourImages", "dense_neighbour_table"]
 
@@ -27,14 +27,13 @@ def dense_neighbour_table(
     return torch.from_numpy(table), torch.from_numpy(table_weights)
 
 
-class NeighbourImages:
+class NeighbourImages(LoaderWrapper):
     """A training loader whose batches also carry their samples' neighbours' images.
 
     For the AU term's `batch` source: the loop forwards `batch.neighbour_images` with the
     batch, so `f(x_j)` is the current model's prediction on each neighbour's own image.
     Neighbour images are served unaugmented (the neighbour as it is); a missing neighbour
-    (-1) is replaced by the sample itself, with weight 0 in the term. Like
-    `OnlineSoftLabels`, everything else (`sampler`, `len`) is the wrapped loader's.
+    (-1) is replaced by the sample itself, with weight 0 in the term.
 
     Args:
         loader: a training loader yielding `Batch`es.
@@ -45,16 +44,11 @@ class NeighbourImages:
     def __init__(self, loader: Any, dataset: FaceDataset, neighbours: torch.Tensor) -> None:
         if dataset.augment is not None:
             raise ValueError("neighbour images are served unaugmented: pass a plain dataset")
-        self.loader, self.dataset = loader, dataset
+        super().__init__(loader)
+        self.dataset = dataset
         self.neighbours = neighbours.numpy()
         self.position = np.full(len(self.neighbours), -1, dtype=np.int64)
         self.position[dataset.rows] = np.arange(len(dataset.rows))
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightfer.training.data import Batch
+from lightfer.training.data import Batch, LoaderWrapper
 from lightfer.training.loop import evaluate
 
 __all__ = ["OnlineSoftLabels", "predict_soft_labels"]
@@ -62,13 +62,12 @@ def predict_soft_labels(
     return soft
 
 
-class OnlineSoftLabels:
+class OnlineSoftLabels(LoaderWrapper):
     """A training loader whose batches carry the frozen LDG's soft labels, computed on the fly.
 
     This is the official EfficientFace code's way: the LDG scores the very augmented images
     the student sees, every step (costing one LDG forward per batch), where the project's
-    default caches one soft label per image. Everything else (`sampler`, `len`) is the
-    wrapped loader's, so `fit` treats it as any training loader.
+    default caches one soft label per image.
 
     Args:
         loader: a training loader yielding `Batch`es.
@@ -82,16 +81,10 @@ class OnlineSoftLabels:
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature {temperature} must be positive (1 for a plain softmax)")
-        self.loader = loader
+        super().__init__(loader)
         self.teacher = teacher.to(device).eval()
         self.device = device
         self.temperature = temperature
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:
