@@ -211,8 +211,9 @@ def train_model(
         return summary
     with atomic_path(model_path) as tmp:
         shutil.copyfile(run_dir / "best.pt", tmp)
-    with atomic_path(report_stem.with_suffix(".csv")) as tmp:
+    # Not `with_suffix`: a stem may hold dots of its own (the study's `noise0.5-seed0`).
+    with atomic_path(report_stem.parent / f"{report_stem.name}.csv") as tmp:
         shutil.copyfile(run_dir / "metrics.csv", tmp)
-    write_json(report_stem.with_suffix(".json"), summary)
+    write_json(report_stem.parent / f"{report_stem.name}.json", summary)
     shutil.rmtree(run_dir.parent)
     return summary

@@ -141,3 +141,12 @@ def test_noise_levels_draw_independent_noise_shared_by_seeds(project):
     seeds = {study.noise_seed(params, noise) for noise in (0.0, 0.5, 1.5)}
     assert len(seeds) == 3
     assert np.isfinite(study.noise_seed(params, 0.5))
+
+
+def test_every_declared_output_of_the_au_stages_is_written(project):
+    """What dvc.yaml promises: DVC fails a stage whose declared output is missing."""
+    root, params = project
+    for spec in (aux_labels, knn, train_ef_au, study, study_summary, aux_analysis):
+        for run in spec.STAGE.expand_all(params):
+            missing = [out for out in run.outs if not (root / out).exists()]
+            assert not missing, (run.name, missing)
