@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightfer.knn import NeighbourGraph
 
+from lightfer.knn import NeighbourGraph
 from lightfer.losses import AUNeighbourKL, ldl_au_regime
 from lightfer.params import Params
 from lightfer.training.neighbours import dense_neighbour_table
