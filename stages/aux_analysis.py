@@ -17,6 +17,8 @@ from typing import Any
 
 from lightfer.au import AuxVectors
 from lightfer.au.analysis import prototype_correlation, write_au_heatmap, write_tsne_map
+from lightfer.au.geometry import geometry_aux
+from lightfer.au.landmarks import landmark_aux
 from lightfer.data.synthetic.generator import prototype_matrix
 from lightfer.faces.cache import load_face_cache
 from lightfer.io import atomic_path, write_json
@@ -24,7 +26,7 @@ from lightfer.manifest import read_manifest
 from lightfer.params import Params
 from stages import study
 from stages.align import faces_dir
-from stages.aux_labels import annotate, aux_path, read_aux
+from stages.aux_labels import aligned_landmarks, annotate, aux_path, read_aux
 from stages.common import StageSpec, stage_main
 from stages.knn import graph_of
 from stages.prepare import MANIFEST, prepared_dir
@@ -41,12 +43,11 @@ def _spaces(params: Params, root: Path, dataset: str) -> dict[str, AuxVectors]:
     manifest = read_manifest(prepared_dir(root, dataset) / MANIFEST)
     crops, faces = load_face_cache(faces_dir(root, dataset))
     spaces = {params.aux.backend: read_aux(aux_path(root, dataset))}
-    for backend in _SELF_CONTAINED:
-        if backend not in spaces:
-            aux = params.aux.model_copy(update={"backend": backend})
-            spaces[backend] = annotate(
-                aux, manifest=manifest, crops=crops, faces=faces, dataset=dataset, seed=0
-            )
+    wanted = [backend for backend in _SELF_CONTAINED if backend not in spaces]
+    if wanted:  # one landmark pass (dlib, where the dataset has none) serves both backends
+        points, ok = aligned_landmarks(crops, faces, predict=params.aux.predict_landmarks)
+        for backend in wanted:
+            spaces[backend] = (geometry_aux if backend == "geometry" else landmark_aux)(points, ok)
     if "aus" in manifest.table.column_names:
         for noise in params.study.noise:
             aux = params.aux.model_copy(update={"backend": "oracle", "oracle_noise": noise})

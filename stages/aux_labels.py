@@ -40,6 +40,11 @@ def aux_path(root: Path, dataset: str) -> Path:
     return root / "data" / dataset / "aux.parquet"
 
 
+def usable_faces(faces: pa.Table) -> np.ndarray:
+    """Which rows of `faces.parquet` hold a usable aligned face."""
+    return np.asarray(faces.column("status").to_pylist(), dtype=object) == FACE_OK
+
+
 def aligned_landmarks(
     crops: np.ndarray, faces: pa.Table, *, predict: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +53,7 @@ def aligned_landmarks(
     Dataset-provided landmarks (warped with the face by `align`) are used where present;
     with `predict`, dlib's 68-point model fills in the other usable faces from their crops.
     """
-    ok = np.asarray(faces.column("status").to_pylist(), dtype=object) == FACE_OK
+    ok = usable_faces(faces)
     flat = faces.column("landmarks_aligned").combine_chunks().flatten().to_numpy()
     points = np.asarray(flat, dtype=np.float64).reshape(len(faces), 68, 2)
     missing = np.flatnonzero(ok & np.isnan(points).any(axis=(1, 2)))
@@ -76,11 +81,9 @@ def annotate(
         points, ok = aligned_landmarks(crops, faces, predict=aux.predict_landmarks)
         return (geometry_aux if aux.backend == "geometry" else landmark_aux)(points, ok)
     if aux.backend == "oracle":
-        has_aus = "aus" in manifest.table.column_names
-        ok = np.asarray(faces.column("status").to_pylist(), dtype=object) == FACE_OK
         names = tuple(f"{name}_r" for name in manifest.au_names)
-        true = manifest.column("aus") if has_aus else None
-        return oracle_aux(true, names, noise=aux.oracle_noise, seed=seed, ok=ok)
+        true = manifest.column("aus") if "aus" in manifest.table.column_names else None
+        return oracle_aux(true, names, noise=aux.oracle_noise, seed=seed, ok=usable_faces(faces))
     if aux.backend == "mlcr":
         sample_ids = manifest.table.column("sample_id").to_pylist()
         return mlcr_aux(sample_ids, Path(str(aux.mlcr_csv).replace("<dataset>", dataset)))

@@ -31,7 +31,8 @@ def _runs(params: Params) -> dict[str, list[str]]:
     return groups
 
 
-def _spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, float]:
+    """Min, median and max of one metric over runs (the paper's Table 2 cells)."""
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
@@ -63,7 +64,7 @@ def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
         )  # fmt: skip
         per_run[name] = metrics
     table = {
-        group: {key: _spread([per_run[r][key] for r in runs]) for key in _AGGREGATED
+        group: {key: spread([per_run[r][key] for r in runs]) for key in _AGGREGATED
                 if key in per_run[runs[0]]} | {"runs": len(runs)}
         for group, runs in groups.items()
     }  # fmt: skip

@@ -13,16 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lightfer.au.oracle import oracle_aux
-from lightfer.faces.cache import OK as FACE_OK
 from lightfer.faces.cache import load_face_cache
 from lightfer.io import write_json
 from lightfer.manifest import read_manifest
 from lightfer.params import Params
 from lightfer.training.data import derive_seed
 from stages.align import faces_dir
+from stages.aux_labels import annotate
 from stages.common import StageSpec, stage_main
 from stages.evaluate import test_metrics
 from stages.knn import graph_of
@@ -45,11 +42,12 @@ def run(params: Params, root: Path, *, dataset: str, noise: float, seed: int) ->
     """Write `models/study/<dataset>/<run>.pt` and `reports/<dataset>/study/<run>.{json,csv}`."""
     splits = load_splits(params, root, dataset)
     manifest = read_manifest(prepared_dir(root, dataset) / MANIFEST)
-    _, faces = load_face_cache(faces_dir(root, dataset))
-    ok = np.asarray(faces.column("status").to_pylist(), dtype=object) == FACE_OK
-    names = tuple(f"{name}_r" for name in manifest.au_names)
-    true = manifest.column("aus") if "aus" in manifest.table.column_names else None
-    vectors = oracle_aux(true, names, noise=noise, seed=noise_seed(params, noise), ok=ok)
+    crops, faces = load_face_cache(faces_dir(root, dataset))
+    aux = params.aux.model_copy(update={"backend": "oracle", "oracle_noise": noise})
+    vectors = annotate(
+        aux, manifest=manifest, crops=crops, faces=faces, dataset=dataset,
+        seed=noise_seed(params, noise),
+    )  # fmt: skip
     graph, graph_report = graph_of(
         vectors, splits, params.knn, threads=params.base.threads, seed=params.base.seed
     )
@@ -71,7 +69,7 @@ def run(params: Params, root: Path, *, dataset: str, noise: float, seed: int) ->
 
 STAGE = StageSpec(
     name="study",
-    deps=("stages/study.py", "stages/train_ef_au.py", "stages/train_ef.py",
+    deps=("stages/study.py", "stages/aux_labels.py", "stages/train_ef_au.py", "stages/train_ef.py",
           "stages/training.py", "stages/fingerprint.py", "stages/soft_labels.py",
           "stages/knn.py", "stages/evaluate.py", "lightfer/training", "lightfer/losses.py",
           "lightfer/models", "lightfer/knn.py", "lightfer/au", "data/{dataset}/faces",

@@ -10,7 +10,6 @@ accuracy, accuracy against the true majority and KL to the true distribution, as
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from lightfer.io import atomic_path, write_json
 from lightfer.params import Params
 from stages import study
 from stages.common import StageSpec, stage_main
+from stages.evaluate import spread
 from stages.train_ef import run_name as ef_run_name
 from stages.train_ef_au import REGIME as AU_REGIME
 
@@ -31,10 +31,6 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def _row(label: str, noise: float | None, agreement: dict[str, Any] | None,
          runs: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     row: dict[str, Any] = {"aux": label, "noise": noise, "runs": len(runs)}
@@ -44,7 +40,7 @@ def _row(label: str, noise: float | None, agreement: dict[str, Any] | None,
         row["neighbour_kl"] = agreement.get("neighbour_kl")
     for key in METRICS:
         if all(key in run for run in runs):
-            row[key] = _spread([run[key] for run in runs])
+            row[key] = spread([run[key] for run in runs])
     return row
 
 
@@ -110,7 +106,7 @@ def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
 
 STAGE = StageSpec(
     name="study-summary",
-    deps=("stages/study_summary.py", "reports/{dataset}/study", "reports/{dataset}/knn.json",
+    deps=("stages/study_summary.py", "stages/evaluate.py", "reports/{dataset}/study", "reports/{dataset}/knn.json",
           "reports/{dataset}/evaluate.json"),
     outs=("reports/{dataset}/study.md", "reports/{dataset}/study.json"),
     params=("train.seeds", "study", "aux.backend", "au_loss", "knn.k"),
