@@ -106,8 +106,8 @@ def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
 
 STAGE = StageSpec(
     name="study-summary",
-    deps=("stages/study_summary.py", "stages/evaluate.py", "reports/{dataset}/study", "reports/{dataset}/knn.json",
-          "reports/{dataset}/evaluate.json"),
+    deps=("stages/study_summary.py", "stages/evaluate.py", "reports/{dataset}/study",
+          "reports/{dataset}/knn.json", "reports/{dataset}/evaluate.json"),
     outs=("reports/{dataset}/study.md", "reports/{dataset}/study.json"),
     params=("train.seeds", "study", "aux.backend", "au_loss", "knn.k"),
     run=run,
