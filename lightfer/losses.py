@@ -155,6 +155,11 @@ class SoftLabelCrossEntropy:
         return soft_cross_entropy(logits, batch.soft)
 
 
+def _own_values(values: Tensor) -> Tensor:
+    """A single process's gather: its own values."""
+    return values
+
+
 class AUNeighbourKL:
     """The AU-neighbour term: `mean_i (1/K) sum_j a_ij KL(f(x_j) || f(x_i))` (eqs. 4-5).
 
@@ -171,7 +176,9 @@ class AUNeighbourKL:
     - `bank`: a memory bank holding every training row's latest prediction (detached),
       updated with each batch's softmax after the loss is computed; it starts from `init`
       (the LDG's soft labels), so the first epoch pulls toward the LDG's view. It is part
-      of the training state (`state_dict`), so a resumed run continues exactly.
+      of the training state (`state_dict`), so a resumed run continues exactly. Under DDP
+      every rank applies every rank's updates (`share_updates`), so the banks stay
+      identical and the one rank 0 saves is every rank's.
     - `ldg`: the neighbours' fixed LDG soft labels `init`.
     - `batch`: the model's predictions on the neighbours' own images, forwarded with the
       batch (`batch.neighbour_logits`, `(B*K, C)`; see `NeighbourImages`), exact but K+1
@@ -208,6 +215,7 @@ class AUNeighbourKL:
         self.neighbours = neighbours.long()
         self.weights = torch.where(self.neighbours >= 0, weights.float(), 0.0)
         self.k = neighbours.shape[1]
+        self.gather: Callable[[Tensor], Tensor] = _own_values
         self.targets: Tensor | None = None
         if init is not None:
             uniform = torch.full_like(init, 1.0 / init.shape[1], dtype=torch.float32)
@@ -235,8 +243,13 @@ class AUNeighbourKL:
         kl = (torch.xlogy(q, q) - q * log_p[:, None, :]).sum(-1)
         term = ((weights * kl).sum(1) / self.k).mean()
         if self.source == "bank":
-            self.targets[rows] = log_p.detach().exp()
+            self.targets[self.gather(rows)] = self.gather(log_p.detach().exp())
         return term
+
+    def share_updates(self, gather: Callable[[Tensor], Tensor]) -> None:
+        """Apply every rank's bank updates: `gather` concatenates all ranks' tensors
+        (`Distributed.gather`), in the same order on every rank."""
+        self.gather = gather
 
     def state_dict(self) -> dict[str, Tensor]:
         """The bank (empty for the other sources, which keep no state)."""
@@ -284,6 +297,12 @@ class Regime:
         for _, term in self.terms:
             if term.name in state:
                 term.load_state_dict(state[term.name])
+
+    def share_updates(self, gather: Callable[[Tensor], Tensor]) -> None:
+        """Let stateful terms apply every DDP rank's updates (`Distributed.gather`)."""
+        for _, term in self.terms:
+            if hasattr(term, "share_updates"):
+                term.share_updates(gather)
 
 
 REGIMES: dict[str, Callable[[], Regime]] = {

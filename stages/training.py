@@ -39,6 +39,7 @@ from lightfer.training.data import (
     make_loader,
     usable_rows,
 )
+from lightfer.training.device_options import resolve_device_options
 from lightfer.training.distributed import SINGLE, Distributed
 from lightfer.training.loop import ModelInfo, fit
 from lightfer.training.neighbours import NeighbourImages
@@ -152,6 +153,9 @@ def fit_model(
     group started).
     """
     config = model_cfg.train.model_copy(update={"seed": seed})
+    pin_memory = resolve_device_options(
+        config, device(), distributed=distributed.enabled
+    ).pin_memory
     image_size = params.align.crop_size
     torch.manual_seed(seed)
     model = create_model(model_cfg.arch, pretrained=model_cfg.pretrained, classes=CLASSES)
@@ -159,7 +163,7 @@ def fit_model(
     loaders = {
         "train_loader": make_loader(
             train_set, batch_size=config.batch_size, train=True, seed=config.seed,
-            balanced=config.balanced, num_workers=config.num_workers,
+            balanced=config.balanced, num_workers=config.num_workers, pin_memory=pin_memory,
             rank=distributed.rank, world_size=distributed.world_size,
         ),
         "val_loader": None,
@@ -176,7 +180,7 @@ def fit_model(
         if len(rows):
             evaluation = dataset_of(splits, rows, image_size, soft=soft)
             loaders[f"{split}_loader"] = make_loader(
-                evaluation, batch_size=config.batch_size, train=False, num_workers=0
+                evaluation, batch_size=config.batch_size, train=False, pin_memory=pin_memory
             )
     info = ModelInfo(
         arch=model_cfg.arch, classes=CLASSES, image_size=image_size, mean=splits.mean,

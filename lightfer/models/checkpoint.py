@@ -209,7 +209,9 @@ def save_checkpoint(
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "arch": arch,
-        "state_dict": model.state_dict(),
+        # Contiguous whatever memory format trained it (channels-last on GPUs), so that
+        # other code, the official repository's included, reads plain NCHW weights.
+        "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()},
         "classes": list(classes),
         "image_size": int(image_size),
         "mean": [float(m) for m in mean],

@@ -116,9 +116,14 @@ def _interleave(a: Tensor, b: Tensor) -> Tensor:
     """Return `channel_shuffle(cat([a, b], 1), groups=2)` with a single copy.
 
     Output channel `2i` is `a[:, i]` and `2i + 1` is `b[:, i]`, which is exactly ShuffleNetV2's
-    two-group shuffle of the concatenation.
+    two-group shuffle of the concatenation. A channels-last `a` (how CUDA training runs) is
+    interleaved along its innermost, channel axis, so the output stays channels-last; the
+    channel-first stack of such tensors cannot be viewed, only copied a second time.
     """
     channels, height, width = _static_size(a)
+    if a.stride(1) == 1 and channels > 1:  # channels-last, or a channel slice of such a map
+        nhwc = torch.stack((a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)), dim=4)
+        return nhwc.view(-1, height, width, 2 * channels).permute(0, 3, 1, 2)
     return torch.stack((a, b), dim=2).view(-1, 2 * channels, height, width)
 
 
@@ -360,10 +365,11 @@ class EfficientFace(LinearHeadMixin, nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """Map images `(N, 3, H, W)` to `conv5` features `(N, num_features, H/32, W/32)`."""
         x = self.conv1(x)
-        if x.is_cpu:
+        if x.is_cpu and x.is_contiguous():
             # PyTorch's CPU max pooling is about 4x faster on channels-last memory (5 ms vs
             # 1.4 ms at 224x224, an eighth of the forward pass). Pooling only selects values,
-            # so the result is bit-identical; the ONNX exporter ignores memory formats.
+            # so the result is bit-identical; the ONNX exporter ignores memory formats. A
+            # channels-last input (a channels-last model) is pooled as it is and stays so.
             x = self.maxpool(x.contiguous(memory_format=torch.channels_last)).contiguous()
         else:
             x = self.maxpool(x)

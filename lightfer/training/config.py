@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class AugmentConfig(BaseModel):
@@ -76,6 +76,37 @@ class TrainConfig(BaseModel):
     )
     balanced: bool = Field(False, description="class-balanced resampling (AffectNet)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="augmentation")
-    amp: bool = Field(True, description="mixed precision (CUDA only; ignored on CPU)")
+    amp: Literal["auto", "off", "float16", "bfloat16"] = Field(
+        "auto",
+        description="autocast dtype; auto: bfloat16 on a CUDA GPU that has it, else float16 "
+        "on CUDA, off on the CPU (true/false are read as auto/off)",
+    )
+    grad_scaler: Literal["auto"] | bool = Field(
+        "auto", description="scale the loss against float16 underflow; auto: with float16 AMP"
+    )
+    channels_last: Literal["auto"] | bool = Field(
+        "auto", description="model and batches in channels-last memory; auto: on CUDA"
+    )
+    sync_batchnorm: Literal["auto"] | bool = Field(
+        "auto", description="batch norm statistics over every rank; auto: DDP on CUDA"
+    )
+    pin_memory: Literal["auto"] | bool = Field(
+        "auto", description="page-locked batches for asynchronous GPU copies; auto: on CUDA"
+    )
+    max_steps_per_epoch: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="stop each epoch after this many optimiser steps (0: the whole split); "
+        "for dry runs of a configuration",
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of order and augmentation")
     num_workers: int = Field(2, ge=0, le=64, description="data-loader worker processes")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_from_bool(cls, value: object) -> object:
+        """`amp: true/false`, the switch's earlier spelling, means auto/off."""
+        if isinstance(value, bool):
+            return "auto" if value else "off"
+        return value

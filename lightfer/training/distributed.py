@@ -6,9 +6,10 @@ reads them (a plain `python -m ...` run is rank 0 of 1, and nothing changes). Ea
 trains a `DistributedDataParallel` copy of the model on its part of every global batch (see
 `lightfer.training.data.EpochBatchSampler`) and DDP averages the gradients, so a step trains
 on the same global batch of `batch_size` samples as a single process would. Only rank 0
-writes files. Backends: NCCL between GPUs (one per rank, `cuda:LOCAL_RANK`, with batch norm
-synchronised across ranks), gloo on the CPU (batch norm statistics stay per rank: PyTorch's
-SyncBatchNorm runs only on GPUs).
+writes files. Backends: NCCL between GPUs (one per rank, `cuda:LOCAL_RANK`; batch norm is
+synchronised across ranks by the `sync_batchnorm` switch, see
+`lightfer.training.device_options`), gloo on the CPU (batch norm statistics stay per rank:
+PyTorch's SyncBatchNorm runs only on GPUs).
 """
 
 from __future__ import annotations
@@ -95,12 +96,29 @@ class Distributed:
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
+    def gather(self, values: Tensor) -> Tensor:
+        """Every rank's `values` concatenated along dim 0, in rank order, on every rank.
+
+        The ranks' first dimensions may differ (a global batch that does not split evenly);
+        one process gets `values` back unchanged.
+        """
+        if not self.enabled:
+            return values
+        count = torch.tensor([len(values)], dtype=torch.int64, device=values.device)
+        counts = [torch.empty_like(count) for _ in range(self.world_size)]
+        dist.all_gather(counts, count)
+        sizes = [int(n) for n in counts]
+        padded = values.new_zeros((max(sizes), *values.shape[1:]))
+        padded[: len(values)] = values
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """`model` (already on `device`) wrapped for data-parallel training, if distributed."""
         if not self.enabled:
             return model
         if device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             return nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
         return nn.parallel.DistributedDataParallel(model)
 

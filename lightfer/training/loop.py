@@ -47,6 +47,11 @@ from lightfer.losses import Regime
 from lightfer.models.checkpoint import save_checkpoint
 from lightfer.training.config import TrainConfig
 from lightfer.training.data import Batch, derive_seed
+from lightfer.training.device_options import (
+    FULL_PRECISION,
+    DeviceOptions,
+    resolve_device_options,
+)
 from lightfer.training.distributed import SINGLE, Distributed
 
 __all__ = [
@@ -74,7 +79,7 @@ HISTORY_FILE = "metrics.csv"
 STATE_FORMAT = "lightfer.training_state"
 STATE_VERSION = 1
 # Config fields that do not change what is computed, so a run may resume with other values.
-_RESUMABLE_CHANGES = frozenset({"num_workers"})
+_RESUMABLE_CHANGES = frozenset({"num_workers", "pin_memory"})
 _REFRESH_EVERY = 10  # batches between progress-bar updates (each costs a device sync)
 
 
@@ -196,15 +201,17 @@ def train_one_epoch(
     epoch: int,
     scheduler: LRScheduler | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    options: DeviceOptions = FULL_PRECISION,
+    max_steps: int = 0,
     grad_clip_norm: float = 0.0,
     progress: bool = True,
     distributed: Distributed = SINGLE,
 ) -> dict[str, float]:
     """Train `model` for one pass over `loader`, with exactly one optimiser step per batch.
 
-    Mixed precision is used when `scaler` is enabled and `device` is CUDA; on the GPU the
-    images travel in channels-last layout. One code path serves both: a disabled scaler
-    passes the loss and the step through unchanged.
+    `options` decide the memory format of the batches and the autocast dtype (see
+    `lightfer.training.device_options`); one code path serves every choice, on any device:
+    a disabled scaler passes the loss and the step through unchanged.
 
     Args:
         model: the model (in any mode; it is set to training mode).
@@ -215,7 +222,10 @@ def train_one_epoch(
         epoch: the epoch number, for the progress bar.
         scheduler: stepped after every optimiser step (a per-batch schedule such as
             1-cycle); epoch-level schedulers are stepped by the caller.
-        scaler: AMP gradient scaler (CUDA); None trains in full precision.
+        scaler: the gradient scaler (`options.grad_scaler`); None: no loss scaling.
+        options: channels-last batches and autocast (the model must already be prepared
+            with the same options).
+        max_steps: stop after this many batches (0: the whole loader).
         grad_clip_norm: clip the gradient norm to this value (0: off).
         progress: show a tqdm bar on stderr with loss, accuracy and images/s.
         distributed: this process's rank; the returned figures cover every rank's samples
@@ -226,9 +236,7 @@ def train_one_epoch(
         labels, `lr` at the start of the epoch, `images_per_s` and `batches`.
     """
     model.train()
-    on_gpu = device.type == "cuda"
     scaler = scaler if scaler is not None else torch.amp.GradScaler(device.type, enabled=False)
-    use_amp = on_gpu and scaler.is_enabled()
     lr = float(optimizer.param_groups[0]["lr"])
     sums: dict[str, Tensor] = {}
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -236,8 +244,10 @@ def train_one_epoch(
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"train {epoch}", file=sys.stderr, leave=False, disable=not progress)
     for batch in bar:
-        batch = batch.to(device, channels_last=on_gpu)
-        with torch.autocast(device.type, enabled=use_amp):
+        if max_steps and batches == max_steps:
+            break
+        batch = batch.to(device, channels_last=options.channels_last)
+        with options.autocast(device):
             if batch.neighbour_images is None:
                 logits = model(batch.images)
             else:  # one forward for the batch and its neighbours (the AU term's `batch` source)
@@ -286,6 +296,7 @@ def evaluate(
     device: torch.device,
     *,
     temperature: float = 1.0,
+    options: DeviceOptions | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Predict every batch of `loader` in eval mode, without gradients.
@@ -294,6 +305,8 @@ def evaluate(
         model: the model (it is set to eval mode).
         loader: yields `Batch`es (unaugmented, each sample once).
         device: where to compute.
+        options: memory format and autocast of the batches; None: full precision, and
+            channels-last on CUDA.
         temperature: `probs` is `softmax(logits / temperature)` (the loss and accuracy use
             the logits as they are).
         progress: show a tqdm bar on stderr.
@@ -303,12 +316,13 @@ def evaluate(
         mean hard-label cross-entropy `loss` and top-1 `accuracy` as floats.
     """
     model.eval()
-    on_gpu = device.type == "cuda"
+    if options is None:
+        options = DeviceOptions(channels_last=device.type == "cuda")
     probs, labels, rows, losses = [], [], [], []
     with torch.inference_mode():
         for batch in tqdm(loader, desc="eval", file=sys.stderr, leave=False, disable=not progress):
-            batch = batch.to(device, channels_last=on_gpu)
-            with torch.autocast(device.type, enabled=on_gpu):
+            batch = batch.to(device, channels_last=options.channels_last)
+            with options.autocast(device):
                 logits = model(batch.images).float()
             losses.append(F.cross_entropy(logits, batch.labels, reduction="sum"))
             probs.append(torch.softmax(logits / temperature, 1).cpu())
@@ -501,7 +515,8 @@ def fit(
     Returns:
         The summary: `selected_epoch`, `selected_by`, `epochs_completed`, `stopped_early`,
         `val_accuracy`/`val_loss` and `test_accuracy`/`test_loss` at the selected epoch,
-        and `comparability_only_best_test_accuracy`/`_epoch`.
+        `comparability_only_best_test_accuracy`/`_epoch`, and `device`: where and how it
+        trained (the resolved device options, e.g. "cuda, amp bfloat16, channels-last on").
 
     Raises:
         CheckpointError: `last.pt` is unreadable or was written with another config.
@@ -527,11 +542,15 @@ def fit(
         logger.warning("no validation split: the last epoch is kept, not the best one")
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE
-    on_gpu = device.type == "cuda"
-    model.to(device, memory_format=torch.channels_last if on_gpu else torch.preserve_format)
+    options = resolve_device_options(config, device, distributed=distributed.enabled)
+    model = options.prepare(model, device)
     optimizer = build_optimizer(model, config)
-    schedule = build_schedule(optimizer, config, len(train_loader))
-    scaler = torch.amp.GradScaler(device.type, enabled=on_gpu and config.amp)
+    steps = len(train_loader)
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    schedule = build_schedule(optimizer, config, steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=options.grad_scaler)
+    regime.share_updates(distributed.gather)
     stopping = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
     state = _State()
     if resume and state_path.exists():
@@ -557,15 +576,17 @@ def fit(
         train_loader.sampler.set_epoch(epoch)
         train = train_one_epoch(
             model, regime, optimizer, train_loader, device, epoch=epoch, scheduler=per_batch,
-            scaler=scaler, grad_clip_norm=config.grad_clip_norm, progress=progress,
-            distributed=distributed,
+            scaler=scaler, options=options, max_steps=config.max_steps_per_epoch,
+            grad_clip_norm=config.grad_clip_norm, progress=progress, distributed=distributed,
         )  # fmt: skip
         row: dict[str, Any] = {"epoch": epoch, "lr": train.pop("lr")}
         speed, _ = train.pop("images_per_s"), train.pop("batches")
         row.update({f"train_{k}": v for k, v in train.items()})
         for split, loader in (("val", val_loader), ("test", test_loader)):
             if loader is not None:
-                result = evaluate(_unwrap(model), loader, device, progress=progress)
+                result = evaluate(
+                    _unwrap(model), loader, device, options=options, progress=progress
+                )
                 row.update(
                     {f"{split}_loss": result["loss"], f"{split}_accuracy": result["accuracy"]}
                 )
@@ -582,7 +603,18 @@ def fit(
         distributed.barrier()  # no rank runs ahead of the commit point
     if not state.history:
         raise ValueError(f"config.epochs is {config.epochs}: nothing was trained")
-    return _summary(state.history, state.stopped_early)
+    return {**_summary(state.history, state.stopped_early), "device": _describe(device, options)}
+
+
+def _describe(device: torch.device, options: DeviceOptions) -> str:
+    """One line saying where and how a run trained, e.g. `cpu, amp off, channels-last off`."""
+    choices = options.describe()
+    flags = ", ".join(
+        f"{name.replace('_', '-')} {'on' if value else 'off'}"
+        for name, value in choices.items()
+        if isinstance(value, bool)
+    )
+    return f"{device.type}, amp {choices['amp']}, {flags}"
 
 
 def _save_epoch(

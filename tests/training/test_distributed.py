@@ -12,11 +12,12 @@ from torch import nn
 
 from lightfer.faces.cache import load_face_cache
 from lightfer.labels import CLASSES
-from lightfer.losses import build_regime
+from lightfer.losses import AUNeighbourKL, build_regime, ldl_au_regime
 from lightfer.training.config import AugmentConfig, TrainConfig
 from lightfer.training.data import FaceDataset, make_loader, usable_rows
 from lightfer.training.distributed import Distributed
 from lightfer.training.loop import BEST_FILE, HISTORY_FILE, STATE_FILE, ModelInfo, fit
+from lightfer.training.neighbours import dense_neighbour_table
 from tests.training.cache import write_face_cache
 
 MEAN, STD = (0.3, 0.3, 0.3), (0.2, 0.2, 0.2)
@@ -115,3 +116,87 @@ def test_a_loader_split_over_other_ranks_is_refused(cache_dir, tmp_path):
             info=ModelInfo("tiny", CLASSES, 32, MEAN, STD), out_dir=tmp_path,
             device=torch.device("cpu"), progress=False,
         )  # fmt: skip
+
+
+class _Crash(RuntimeError):
+    """A simulated kill of every rank in the middle of an epoch."""
+
+
+class _CrashingLoader:
+    """The wrapped loader, raising at batch 1 of epoch 2 (on every rank alike)."""
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        for index, batch in enumerate(self.loader):
+            if self.loader.sampler.epoch == 2 and index == 1:
+                raise _Crash
+            yield batch
+
+
+def _train_au(cache_dir, out_dir, distributed: Distributed, crash: bool = False) -> dict:
+    """Train ldl_au with the memory bank; return the weights and the bank."""
+    torch.set_num_threads(1)
+    crops, table = load_face_cache(cache_dir)
+    labels = table.column("label").to_numpy()
+    train = usable_rows(table, "train")
+    rng = np.random.default_rng(0)
+    soft = torch.from_numpy(rng.dirichlet(np.ones(len(CLASSES)), size=len(crops))).float()
+    picks = np.stack([rng.choice(train, size=3, replace=False) for _ in train])
+    weights = rng.uniform(0.2, 1.0, size=picks.shape).astype(np.float32)
+    term = AUNeighbourKL(*dense_neighbour_table(len(crops), train, picks, weights), init=soft)
+    dataset = FaceDataset(
+        crops, train, labels, mean=MEAN, std=STD, image_size=32, soft=soft.numpy(),
+        augment=CONFIG.augment,
+    )  # fmt: skip
+    loader = make_loader(
+        dataset, batch_size=CONFIG.batch_size, train=True, seed=CONFIG.seed,
+        rank=distributed.rank, world_size=distributed.world_size,
+    )  # fmt: skip
+    model = _model()
+    fit(
+        model, ldl_au_regime(1.0, term), train_loader=_CrashingLoader(loader) if crash else loader,
+        val_loader=None, config=CONFIG, info=ModelInfo("tiny", CLASSES, 32, MEAN, STD),
+        out_dir=out_dir, device=torch.device("cpu"), progress=False, distributed=distributed,
+    )  # fmt: skip
+    return {"bank": term.state_dict()["bank"], "init": soft, **model.state_dict()}
+
+
+def _au_rank(rank: int, port: int, cache_dir, out_dir, results, crash: bool) -> None:
+    distributed = Distributed(rank=rank, world_size=2, local_rank=rank)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    try:
+        torch.save(_train_au(cache_dir, out_dir, distributed, crash), results[rank])
+    finally:
+        distributed.stop()
+
+
+def _spawn_au(cache_dir, out_dir, results, crash: bool = False) -> list[dict]:
+    mp.spawn(_au_rank, args=(_free_port(), cache_dir, out_dir, results, crash), nprocs=2)
+    return [torch.load(path, weights_only=True) for path in results]
+
+
+def test_ranks_keep_one_memory_bank_through_a_kill_and_resume(cache_dir, tmp_path):
+    single = _train_au(cache_dir, tmp_path / "single", Distributed())
+    results = [tmp_path / "rank0.pt", tmp_path / "rank1.pt"]
+    whole = _spawn_au(cache_dir, tmp_path / "whole", results)
+    assert (whole[0]["bank"] != whole[0]["init"]).any(1).sum() > 20, "the bank was not updated"
+    assert torch.equal(whole[0]["bank"], whole[1]["bank"]), "the ranks' banks drifted apart"
+    # Every rank applied every rank's updates: the bank of one process training alone.
+    torch.testing.assert_close(whole[0]["bank"], single["bank"], rtol=1e-4, atol=1e-5)
+
+    with pytest.raises(mp.ProcessRaisedException, match="_Crash"):
+        _spawn_au(cache_dir, tmp_path / "resumed", results, crash=True)
+    resumed = _spawn_au(cache_dir, tmp_path / "resumed", results)
+    for key, value in whole[0].items():
+        assert torch.equal(resumed[0][key], value), key
+        assert torch.equal(resumed[1][key], value), key

@@ -144,9 +144,12 @@ def test_fit_writes_checkpoints_metrics_and_a_summary(cache, tmp_path):
     assert set(summary) == {
         "selected_epoch", "selected_by", "epochs_completed", "stopped_early", "val_accuracy",
         "val_loss", "test_accuracy", "test_loss", "comparability_only_best_test_accuracy",
-        "comparability_only_best_test_epoch",
+        "comparability_only_best_test_epoch", "device",
     }  # fmt: skip
     assert summary["selected_by"] == "val_accuracy" and summary["epochs_completed"] == 2
+    assert summary["device"] == (
+        "cpu, amp off, grad-scaler off, channels-last off, sync-batchnorm off, pin-memory off"
+    )
     with open(tmp_path / HISTORY_FILE) as handle:
         rows = list(csv.DictReader(handle))
     assert [r["epoch"] for r in rows] == ["1", "2"]
