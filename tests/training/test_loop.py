@@ -166,6 +166,17 @@ def test_fit_writes_checkpoints_metrics_and_a_summary(cache, tmp_path):
     assert os.stat(tmp_path / STATE_FILE).st_mtime_ns == mtime
 
 
+def test_a_step_cap_shortens_every_epoch_and_the_one_cycle_schedule(cache, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=8, schedule="onecycle", max_steps_per_epoch=2)
+    fit(
+        _model(), build_regime("sll"), train_loader=_loader(cache, "train", train=True),
+        val_loader=None, config=config, info=INFO, out_dir=tmp_path, device=CPU, progress=False,
+    )  # fmt: skip
+    state = load_training_state(tmp_path / STATE_FILE)
+    # OneCycleLR raises when stepped past its total: the total is 2 epochs x 2 capped steps.
+    assert state["lr_scheduler"]["total_steps"] == 4 == state["lr_scheduler"]["last_epoch"]
+
+
 def test_early_stopping_ends_the_run(cache, tmp_path):
     config = TrainConfig(
         epochs=6, batch_size=8, lr=1e-9, schedule="constant", early_stopping_patience=1,
