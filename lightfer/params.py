@@ -32,7 +32,7 @@ from lightfer.data.rafdb import check_rafdb_layout
 from lightfer.data.synthetic.generator import SyntheticSpec
 from lightfer.errors import DatasetError, ParamsError
 from lightfer.faces.align import AlignSpec
-from lightfer.faces.detect import DetectSpec
+from lightfer.faces.detect import DetectSpec, Device
 from lightfer.labels import CLASSES
 from lightfer.training.config import TrainConfig
 
@@ -194,6 +194,10 @@ class AlignParams(AlignSpec):
     """`align`: the crop geometry, and MTCNN for faces that must be detected."""
 
     detect: DetectSpec = Field(default_factory=DetectSpec, description="MTCNN settings")
+    detect_batch_size: int = Field(
+        16, ge=1, le=1024, description="images of one size per MTCNN call"
+    )
+    device: Device = Field("auto", description="where MTCNN runs: auto (a GPU if any), cpu, cuda")
 
 
 class BenchParams(_Section):

@@ -6,9 +6,11 @@ Processing Letters 23(10), 2016. The implementation and its pnet/rnet/onet weigh
 facenet-pytorch 2.6.0 (Tim Esler, MIT licence, https://github.com/timesler/facenet-pytorch);
 the weights ship inside its wheel, so nothing is downloaded.
 
-`FaceDetector` returns every face with its box, score and five points; `select_face` keeps
-one by a policy; `detect_and_align` turns the kept face's points into an aligned crop with
-`lightfer.faces.align`, or falls back to a central square, as `DetectSpec` says.
+`FaceDetector` returns every face with its box, score and five points (`detect_batch`: of
+many images, one MTCNN pass per image size); `select_face` keeps one by a policy;
+`align_detections` turns the kept face's points into an aligned crop with
+`lightfer.faces.align`, or falls back to a central square, as `DetectSpec` says;
+`detect_and_align` does both for one image.
 
 Threads: `FaceDetector` calls `torch.set_num_threads`, which is process-global. It changes
 the thread count of every torch operation in the process, and any later call elsewhere
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 Policy = Literal["most_confident", "largest"]
 POLICIES: tuple[str, ...] = get_args(Policy)
+Device = Literal["auto", "cpu", "cuda"]
 
 _Threshold = Annotated[float, Field(gt=0.0, lt=1.0)]
 
@@ -229,31 +232,35 @@ class FaceDetector:
         return self._detect_stack(image[np.newaxis])[0]
 
     def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
-        """Find the faces in several images of one size, in one MTCNN pass.
+        """Find the faces in several images, in one MTCNN pass per image size.
 
-        On the CPU batching barely pays: with one thread, batches of four 512x512 images ran
-        1.02-1.13x the images/s of single calls (`scripts/bench_mtcnn.py`, two runs on a
-        shared 2-core machine). With two threads under contention batching helped 1.4-2.2x,
-        yet stayed 2-4x slower than one thread. Results equal single calls (to 1e-4 px).
+        MTCNN stacks only images of one size, so the images are grouped by size (in order
+        of first appearance) and each group goes through in one pass; the caller bounds the
+        pass by how many images it hands over. Results equal one call per image to about
+        1e-3 px: the networks' arithmetic differs slightly with the batch, so they are
+        close, not bit-identical. On one CPU thread batching gains little (0.96-1.20x the
+        images/s of single calls for 2-16 images of 512 px, two runs of
+        `scripts/bench_mtcnn.py` on a shared 2-core machine); on a GPU one pass spreads the
+        cost of MTCNN's many small kernel launches over the whole batch.
 
         Returns:
-            Per image, as `detect` would return it.
+            Per image, in the order given, as `detect` would return it.
 
         Raises:
             TypeError: an image is not a numpy array.
-            ValueError: an image is not (H, W, 3) uint8, or the sizes differ.
+            ValueError: an image is not (H, W, 3) uint8.
         """
         for image in images:
             _check_image(image)
-        if not images:
-            return []
-        shapes = {image.shape for image in images}
-        if len(shapes) > 1:
-            raise ValueError(
-                f"detect_batch needs images of one size (MTCNN stacks them), got sizes "
-                f"{sorted(shapes)}; group the images by size or call detect on each"
-            )
-        return self._detect_stack(np.stack(images))
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(index)
+        results: list[list[Detection]] = [[] for _ in images]
+        for indices in by_shape.values():
+            found = self._detect_stack(np.stack([images[i] for i in indices]))
+            for index, faces in zip(indices, found, strict=True):
+                results[index] = faces
+        return results
 
     def _detect_stack(self, stack: np.ndarray) -> list[list[Detection]]:
         """Detections for each image of an (N, H, W, 3) uint8 stack."""
@@ -278,6 +285,26 @@ class FaceDetector:
             ]
             results.append(sorted(found, key=lambda d: d.score, reverse=True))
         return results
+
+
+def resolve_device(device: Device) -> str:
+    """The torch device MTCNN runs on: `auto` is `cuda` when torch sees a GPU, else `cpu`.
+
+    Raises:
+        ValueError: `cuda` is asked for but torch sees no GPU, or `device` is unknown.
+    """
+    import torch
+
+    if device not in get_args(Device):
+        raise ValueError(f"Invalid device {device!r}. Only auto, cpu and cuda are supported.")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was asked for but torch sees no GPU; use 'auto' or 'cpu', or "
+            "install a CUDA build of torch"
+        )
+    return device
 
 
 def select_face(detections: list[Detection], policy: Policy = "most_confident") -> Detection | None:
@@ -311,15 +338,53 @@ def center_crop(image: np.ndarray, spec: AlignSpec) -> tuple[np.ndarray, np.ndar
     return crop, matrix
 
 
-def detect_and_align(
-    image: np.ndarray, detector: FaceDetector, detect_spec: DetectSpec, align_spec: AlignSpec
+def align_detections(
+    image: np.ndarray,
+    detections: list[Detection],
+    detect_spec: DetectSpec,
+    align_spec: AlignSpec,
 ) -> FaceResult:
-    """Detect the faces in an RGB image, choose one, and align it onto the template.
+    """Choose one of the faces MTCNN found in `image` and align it onto the template.
 
     Faces scoring below `detect_spec.min_score` are ignored; of the rest, one is chosen by
     `detect_spec.multiple_faces` and aligned from its eyes (and mouth corners, if
     `align_spec.use_mouth`). Without a face the image is skipped or centre-cropped, as
     `detect_spec.no_face` says.
+
+    Args:
+        image: (H, W, 3) uint8 RGB image.
+        detections: what `FaceDetector.detect` (or `detect_batch`) found in it.
+        detect_spec: selection and fallback settings.
+        align_spec: crop size, template and landmarks used.
+
+    Returns:
+        The crop, its matrix and how they were made.
+    """
+    kept = [d for d in detections if d.score >= detect_spec.min_score]
+    if len(kept) < len(detections):
+        logger.debug(
+            "ignored %d of %d faces scoring below %s",
+            len(detections) - len(kept),
+            len(detections),
+            detect_spec.min_score,
+        )
+    chosen = select_face(kept, detect_spec.multiple_faces)
+    if chosen is not None:
+        anchors = anchor_points_from_five(chosen.points, use_mouth=align_spec.use_mouth)
+        crop, matrix = align_face(image, anchors, align_spec)
+        return FaceResult(crop, matrix, "mtcnn", "ok", chosen, len(kept))
+    if detect_spec.no_face == "center_crop":
+        crop, matrix = center_crop(image, align_spec)
+        return FaceResult(crop, matrix, "center_crop", "ok", None, 0)
+    return FaceResult(None, None, "", "no_face", None, 0)
+
+
+def detect_and_align(
+    image: np.ndarray, detector: FaceDetector, detect_spec: DetectSpec, align_spec: AlignSpec
+) -> FaceResult:
+    """Detect the faces in an RGB image, choose one, and align it onto the template.
+
+    `align_detections` on what `detector` finds; see it for the choice and the fallback.
 
     Args:
         image: (H, W, 3) uint8 RGB image.
@@ -342,21 +407,4 @@ def detect_and_align(
             f"for {detect_spec.min_face_size}, {detect_spec.thresholds}, {detect_spec.factor}; "
             "build it with FaceDetector.from_spec(detect_spec, threads=...)"
         )
-    detections = detector.detect(image)
-    kept = [d for d in detections if d.score >= detect_spec.min_score]
-    if len(kept) < len(detections):
-        logger.debug(
-            "ignored %d of %d faces scoring below %s",
-            len(detections) - len(kept),
-            len(detections),
-            detect_spec.min_score,
-        )
-    chosen = select_face(kept, detect_spec.multiple_faces)
-    if chosen is not None:
-        anchors = anchor_points_from_five(chosen.points, use_mouth=align_spec.use_mouth)
-        crop, matrix = align_face(image, anchors, align_spec)
-        return FaceResult(crop, matrix, "mtcnn", "ok", chosen, len(kept))
-    if detect_spec.no_face == "center_crop":
-        crop, matrix = center_crop(image, align_spec)
-        return FaceResult(crop, matrix, "center_crop", "ok", None, 0)
-    return FaceResult(None, None, "", "no_face", None, 0)
+    return align_detections(image, detector.detect(image), detect_spec, align_spec)

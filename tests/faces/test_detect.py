@@ -20,6 +20,7 @@ from lightfer.faces.detect import (
     FaceDetector,
     center_crop,
     detect_and_align,
+    resolve_device,
     select_face,
 )
 
@@ -189,9 +190,11 @@ def test_a_non_array_is_rejected(detector):
         detector.detect([[0, 0, 0]])
 
 
-def test_batched_detection_matches_one_image_at_a_time(detector, two_faces):
+def test_batched_detection_matches_one_image_at_a_time(detector, two_faces, astronaut):
+    """Images of several sizes, with and without faces, in one call: one pass per size."""
     noise = np.random.default_rng(1).integers(0, 256, two_faces.shape, dtype=np.uint8)
-    images = [two_faces, noise, two_faces[:, ::-1].copy()]
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    images = [two_faces, small, noise, data.chelsea(), two_faces[:, ::-1].copy(), small[::-1]]
     batched = detector.detect_batch(images)
     for found, image in zip(batched, images, strict=True):
         alone = detector.detect(image)
@@ -200,10 +203,18 @@ def test_batched_detection_matches_one_image_at_a_time(detector, two_faces):
             np.testing.assert_allclose(a.box, b.box, atol=1e-3)
             np.testing.assert_allclose(a.points, b.points, atol=1e-3)
             assert a.score == pytest.approx(b.score, abs=1e-5)
-    assert [len(found) for found in batched] == [2, 0, 2]
+    assert [len(found) for found in batched] == [2, 1, 0, 0, 2, 0]  # upside down: no face
     assert detector.detect_batch([]) == []
-    with pytest.raises(ValueError, match="images of one size"):
-        detector.detect_batch([two_faces, two_faces[:128]])
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="Only auto, cpu and cuda are supported"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no GPU; use 'auto' or 'cpu'"):
+            resolve_device("cuda")
 
 
 @pytest.mark.parametrize("shape", [(0, 0, 3), (10, 10, 3), (19, 100, 3)])

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import data as skimage_data
 
 from lightfer.errors import DatasetError
 from lightfer.faces.align import anchor_points, template_points
@@ -17,7 +23,7 @@ from lightfer.labels import CLASSES
 from lightfer.manifest import read_manifest
 from lightfer.params import load_params
 from stages import align, prepare
-from tests.conftest import tiny_params
+from tests.conftest import PROJECT_ROOT, tiny_params
 
 OFFICIAL_FOLDERS = {str(k): name for k, name in enumerate(CLASSES)}
 
@@ -71,6 +77,63 @@ def test_prepare_is_deterministic(synthetic_run, tmp_path: Path):
     prepare.run(params, tmp_path, dataset="synthetic")
     for name in ("data/synthetic/prepared/manifest.parquet", "reports/synthetic/prepare.json"):
         assert (tmp_path / name).read_bytes() == (root / name).read_bytes()
+
+
+def _caers_frames(root: Path) -> Path:
+    """Eight CAER-S-like frames of two sizes: the astronaut's head moved about, or no face."""
+    head = cv2.resize(skimage_data.astronaut()[:320, 80:400], (150, 150))
+    rng = np.random.default_rng(0)
+    folders = ("train/Happy", "train/Neutral", "test/Happy", "test/Sad")
+    for index in range(8):
+        frame = np.zeros((240, 320, 3) if index % 2 else (200, 280, 3), np.uint8)
+        if index == 6:
+            frame[:] = rng.integers(0, 256, frame.shape, dtype=np.uint8)
+        elif index != 7:
+            y, x = rng.integers(0, 50), rng.integers(0, 130)
+            frame[y : y + 150, x : x + 150] = head
+        folder = root / folders[index // 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(frame).save(folder / f"{index:04d}.png")
+    return root
+
+
+def _run_align(project: Path, record: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [sys.executable, "-m", "tests.stages.run_align", "caer", str(record), *extra]
+    return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_align_killed_part_way_resumes_without_redoing_finished_images(
+    tmp_path: Path, write_params
+):
+    raw = tiny_params(caer={"kind": "caers", "root": str(_caers_frames(tmp_path / "caers"))})
+    raw["align"]["detect_batch_size"] = 2
+    params = load_params(write_params(raw))
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    prepare.run(params, whole, dataset="caer")
+    shutil.copytree(whole, resumed)
+    shutil.copy(tmp_path / "params.yaml", resumed / "params.yaml")
+    summary = align.run(params, whole, dataset="caer")  # uninterrupted, in this process
+    assert summary["by_status"] == {"no_face": 2, "ok": 6}
+
+    record = tmp_path / "batches.json"
+    killed = _run_align(resumed, record, "--kill-before", "2")
+    assert killed.returncode == -9, killed.stderr
+    assert json.loads(record.read_text()) == [2, 2]
+    assert len(list(resumed.glob(".runs/align@caer/*/progress.parquet"))) == 1
+    finished = _run_align(resumed, record)
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(record.read_text()) == [2, 2], "only the four unfinished images"
+    assert "4 of 8 images already done" in finished.stderr
+    outputs = (
+        "data/caer/faces/faces.npy",
+        "data/caer/faces/faces.parquet",
+        "reports/caer/align.json",
+    )
+    for name in outputs:
+        assert (resumed / name).read_bytes() == (whole / name).read_bytes(), name
+    assert not any((resumed / ".runs").iterdir()), "a finished run leaves no resumable state"
 
 
 def _imagefolder(root: Path) -> Path:
