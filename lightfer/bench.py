@@ -15,6 +15,12 @@ Interleaving matters on shared machines whose speed drifts by tens of percent wi
 minutes. A square fp32 GEMM runs as one more variant: its rate is the machine's attainable
 FLOP rate, against which the deployment path's FLOP-bound fraction is reported.
 
+Device speed (`measure_device_speed`, `format_device_speed`): training-step and inference
+batches/s of models on one device (a GPU, or the CPU with tiny sizes in tests), AMP off and
+on, in the memory format training uses there, all variants in one interleaved run, with the
+first model's same-run speed ratio to the others. `run_benchmark` runs it on the first CUDA
+device at its largest batch size; `scripts/gpu_check.sh` at batches 16 and 64.
+
 How memory is measured, two ways, both for one batch-1 inference:
 
 * `measure_tensor_memory` ("tensors"): parameter and buffer bytes plus the peak bytes of
@@ -31,6 +37,7 @@ How memory is measured, two ways, both for one batch-1 inference:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -65,7 +72,11 @@ from lightfer.export import (
     inference_session,
     quantize_int8,
 )
+from lightfer.labels import NUM_CLASSES
 from lightfer.models import create_model, recalibrate_batchnorm
+from lightfer.training.config import TrainConfig
+from lightfer.training.device_options import DeviceOptions, resolve_device_options
+from lightfer.training.loop import build_optimizer
 
 __all__ = [
     "RUNTIMES",
@@ -73,7 +84,9 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "evaluate_targets",
+    "format_device_speed",
     "format_markdown",
+    "measure_device_speed",
     "measure_memory",
     "measure_tensor_memory",
     "measure_throughput",
@@ -366,34 +379,191 @@ def _gemm_call() -> Callable[[], object]:
     return lambda: torch.mm(a, b)
 
 
-def _gpu_throughput(
-    models: Mapping[str, nn.Module], *, image_size: int, batch_size: int, repeats: int,
-    block_seconds: float,
-) -> dict[str, Any]:  # fmt: skip
-    """Batches/s of each model on the first CUDA device, interleaved like the CPU figures."""
-    device = torch.device("cuda")
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    calls = {}
-    for name, model in models.items():
-        on_gpu = model.to(device)
+# What `measure_device_speed` times: a training step, an eval-mode inference.
+_DEVICE_MODES = ("train", "infer")
 
-        def call(model: nn.Module = on_gpu) -> object:
-            with torch.inference_mode():
-                out = model(x)
-            torch.cuda.synchronize()
-            return out
 
-        calls[name] = call
-    rates = measure_throughput(calls, repeats=repeats, block_seconds=block_seconds, warmup_calls=10)
-    for model in models.values():
-        model.cpu()
-    return {
-        "available": True,
-        "device": torch.cuda.get_device_name(device),
-        "batch_size": batch_size,
-        "batches_per_s": {name: statistics.median(r) for name, r in rates.items()},
-        "blocks": rates,
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU never waits)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_options(
+    device: torch.device, *, amp: bool, channels_last: bool | None
+) -> DeviceOptions:
+    """The options a training run resolves on `device`, with AMP forced off or on.
+
+    On CUDA, AMP on is what `amp: auto` picks there (bfloat16 where the GPU has it, else
+    float16 with a gradient scaler); on the CPU, where `auto` is off, it is bfloat16 autocast.
+    `channels_last` None is what `channels_last: auto` picks.
+    """
+    on = "auto" if device.type == "cuda" else "bfloat16"
+    config = TrainConfig(
+        amp=on if amp else "off",
+        channels_last="auto" if channels_last is None else channels_last,
+    )
+    return resolve_device_options(config, device)
+
+
+def _train_step_call(
+    model: nn.Module, options: DeviceOptions, device: torch.device, x: torch.Tensor
+) -> Callable[[], object]:
+    """One optimiser step of `model` on `x`, as `train_one_epoch` takes one (its default
+    optimiser, autocast, the scaler when the options want one), waited for."""
+    optimizer = build_optimizer(model, TrainConfig())
+    scaler = torch.amp.GradScaler(device.type, enabled=options.grad_scaler)
+    labels = torch.arange(len(x), device=device) % NUM_CLASSES
+
+    def call() -> object:
+        optimizer.zero_grad(set_to_none=True)
+        with options.autocast(device):
+            loss = F.cross_entropy(model(x), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        _synchronize(device)
+        return loss
+
+    return call
+
+
+def _infer_call(
+    model: nn.Module, options: DeviceOptions, device: torch.device, x: torch.Tensor
+) -> Callable[[], object]:
+    """One eval-mode forward of `model` on `x` under the options' autocast, waited for."""
+
+    def call() -> object:
+        with torch.inference_mode(), options.autocast(device):
+            out = model(x)
+        _synchronize(device)
+        return out
+
+    return call
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+
+
+def measure_device_speed(
+    models: Sequence[str] = ("efficientface", "resnet50"),
+    *,
+    device: str | torch.device = "cuda",
+    image_size: int = 224,
+    batch_sizes: Sequence[int] = (16, 64),
+    channels_last: bool | None = None,
+    repeats: int = 5,
+    block_seconds: float = 0.5,
+    warmup_calls: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Training and inference batches/s of models on one device, AMP off and on.
+
+    Every combination of model, mode (a training step, an inference), batch size and AMP
+    is one variant of a single `measure_throughput` run, so all are timed in the same
+    process and interleaved rounds, and the models' ratios are same-run ratios. Each call
+    waits for the device, so a figure is a whole step's rate. Training runs on a copy of
+    each model in training mode with the optimiser `TrainConfig` defaults to; inference on
+    a copy with batch norm recalibrated, in eval mode. Both take batches in the memory
+    format a training run would (`lightfer.training.device_options`).
+
+    Args:
+        models: registry names; the first is compared with each of the others.
+        device: where to run ("cuda", "cuda:1", "cpu").
+        image_size: square input side.
+        batch_sizes: batch sizes timed.
+        channels_last: model and batches in channels-last memory; None: what training's
+            `channels_last: auto` picks on `device` (on for CUDA).
+        repeats: interleaved rounds (the median over them is reported).
+        block_seconds: duration of one timed block.
+        warmup_calls: untimed calls per variant first (CUDA kernel selection, allocator).
+        seed: seeds weights, inputs and the block order.
+
+    Returns:
+        A JSON-able dict: `device` (its name), `device_type`, `image_size`, `batch_sizes`,
+        `repeats`, `block_seconds`, `channels_last`, `amp_dtype` (AMP on's dtype),
+        `models`, and `rows`: one per mode, batch and AMP (`mode`, `batch`, `amp`: "off"
+        or the dtype), each with `batches_per_s` (model -> median), `blocks` (model ->
+        per-round rates) and `ratios` (other model -> `{"value", "per_round"}` of the first
+        model's speed over the other's).
+    """
+    device = torch.device(device)
+    options = {
+        amp: _device_options(device, amp=amp, channels_last=channels_last) for amp in (False, True)
     }
+    memory_format = options[False].memory_format
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    calls: dict[str, Callable[[], object]] = {}
+    for name in models:
+        trained = options[False].prepare(create_model(name), device)
+        inferred = options[False].prepare(_build(name, image_size, seed), device)
+        for batch in batch_sizes:
+            shape = (batch, 3, image_size, image_size)
+            x = torch.randn(shape, generator=generator).to(device, memory_format=memory_format)
+            for amp, option in options.items():
+                calls[f"{name}/train/b{batch}/{amp}"] = _train_step_call(trained, option, device, x)
+                calls[f"{name}/infer/b{batch}/{amp}"] = _infer_call(inferred, option, device, x)
+    logger.info(
+        "%s: timing %d variants x %d rounds of %.2f s", device, len(calls), repeats, block_seconds
+    )
+    rates = measure_throughput(
+        calls, repeats=repeats, block_seconds=block_seconds, warmup_calls=warmup_calls, seed=seed
+    )
+    amp_dtype = str(options[True].amp_dtype).removeprefix("torch.")
+    first, *others = models
+    rows = []
+    for mode, batch, amp in itertools.product(_DEVICE_MODES, batch_sizes, (False, True)):
+        blocks = {name: rates[f"{name}/{mode}/b{batch}/{amp}"] for name in models}
+        rows.append(
+            {
+                "mode": mode,
+                "batch": batch,
+                "amp": amp_dtype if amp else "off",
+                "batches_per_s": {name: statistics.median(b) for name, b in blocks.items()},
+                "blocks": blocks,
+                "ratios": {other: _ratio(blocks[first], blocks[other]) for other in others},
+            }
+        )
+    return {
+        "device": _device_name(device),
+        "device_type": device.type,
+        "image_size": image_size,
+        "batch_sizes": list(batch_sizes),
+        "repeats": repeats,
+        "block_seconds": block_seconds,
+        "channels_last": options[False].channels_last,
+        "amp_dtype": amp_dtype,
+        "models": list(models),
+        "rows": rows,
+    }
+
+
+def format_device_speed(speed: Mapping[str, Any]) -> str:
+    """Render `measure_device_speed` results as a Markdown paragraph and table.
+
+    Returns:
+        Markdown text ending with a newline.
+    """
+    first, *others = speed["models"]
+    header = ["mode", "batch", "AMP"] + [f"{name} batch/s" for name in speed["models"]]
+    header += [f"{first}/{other} (per-round range)" for other in others]
+    rows = [
+        [row["mode"], str(row["batch"]), row["amp"]]
+        + [_fmt(row["batches_per_s"][name]) for name in speed["models"]]
+        + [_ratio_cell(row["ratios"][other]) for other in others]
+        for row in speed["rows"]
+    ]
+    size = speed["image_size"]
+    intro = (
+        f"Device speed on {speed['device']} ({speed['device_type']}), {size}x{size} input, "
+        f"channels-last {'on' if speed['channels_last'] else 'off'}, AMP on = "
+        f"{speed['amp_dtype']} autocast. train: one optimiser step; infer: one eval forward; "
+        f"medians of {speed['repeats']} interleaved rounds of {speed['block_seconds']} s "
+        "blocks in one process."
+    )
+    return f"{intro}\n\n{_table(header, rows)}\n"
 
 
 def _blocks(results: Mapping[str, Any], key: str) -> list[float] | None:
@@ -427,18 +597,24 @@ def evaluate_targets(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         num, den = _blocks(results, numerator), _blocks(results, denominator)
         if num is None or den is None:
             continue
-        value = statistics.median(num) / statistics.median(den)
-        ratios = [n / d for n, d in zip(num, den, strict=True)]
+        ratio = _ratio(num, den)
         evaluated[key] = {
             "description": description,
-            "value": value,
             "bound": bound,
-            "met": value >= bound if kind == ">=" else value <= bound,
-            "per_round": {
-                "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-            },
-        }  # fmt: skip
+            "met": ratio["value"] >= bound if kind == ">=" else ratio["value"] <= bound,
+            **ratio,
+        }
     return evaluated
+
+
+def _ratio(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, Any]:
+    """The ratio of two same-run medians (`value`) and the spread of the per-round ratios
+    (`per_round`: median, min, max); the rounds pair up when both ran in the same rounds."""
+    ratios = [n / d for n, d in zip(numerator, denominator, strict=True)]
+    return {
+        "value": statistics.median(numerator) / statistics.median(denominator),
+        "per_round": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
+    }
 
 
 def run_benchmark(
@@ -518,7 +694,13 @@ def run_benchmark(
         _time_cpu(results, built, files, repeats=repeats, block_seconds=block_seconds, seed=seed)
         results["flop_bound"] = _flop_bound(results)
         results["gpu"] = _gpu_section(
-            built, gpu, image_size, max(batch_sizes), repeats, block_seconds
+            models,
+            enabled=gpu,
+            image_size=image_size,
+            batch_size=max(batch_sizes),
+            repeats=repeats,
+            block_seconds=block_seconds,
+            seed=seed,
         )
         if memory:
             for name in models:
@@ -614,20 +796,22 @@ def _time_cpu(
 
 
 def _environment(num_threads: int) -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
     return {
         "python": platform.python_version(), "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__, "cpu": cpu, "logical_cpus": _cpu_count(),
+        "onnxruntime": onnxruntime.__version__, "cpu": _cpu_name(), "logical_cpus": _cpu_count(),
         "num_threads": num_threads,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }  # fmt: skip
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        return platform.processor()
 
 
 def _cpu_count() -> int:
@@ -656,17 +840,40 @@ def _flop_bound(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _gpu_section(
-    built: Mapping[str, nn.Module], enabled: bool, image_size: int, batch_size: int,
-    repeats: int, block_seconds: float,
-) -> dict[str, Any]:  # fmt: skip
+    models: Sequence[str],
+    *,
+    enabled: bool,
+    image_size: int,
+    batch_size: int,
+    repeats: int,
+    block_seconds: float,
+    seed: int,
+) -> dict[str, Any]:
+    """`measure_device_speed` on the first CUDA device at one batch size, or why not.
+
+    `batches_per_s` is the paper's Table 3 figure: float32 inference batches/s.
+    """
     if not enabled:
         return {"available": False, "note": "GPU throughput not requested (gpu=False)"}
     if not torch.cuda.is_available():
         return {"available": False, "note": "skipped: CUDA is not available on this machine"}
-    return _gpu_throughput(
-        built, image_size=image_size, batch_size=batch_size, repeats=repeats,
+    speed = measure_device_speed(
+        models,
+        device="cuda",
+        image_size=image_size,
+        batch_sizes=(batch_size,),
+        repeats=repeats,
         block_seconds=block_seconds,
-    )  # fmt: skip
+        seed=seed,
+    )
+    fp32 = next(row for row in speed["rows"] if row["mode"] == "infer" and row["amp"] == "off")
+    return {
+        "available": True,
+        "device": speed["device"],
+        "batch_size": batch_size,
+        "batches_per_s": fp32["batches_per_s"],
+        "speed": speed,
+    }
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -732,7 +939,7 @@ def format_markdown(results: Mapping[str, Any]) -> str:
             for b in batches
         )
         + ".",
-        f"GPU: {gpu['device']}, batch {gpu['batch_size']}."
+        f"GPU batch/s: float32 inference on {gpu['device']}, batch {gpu['batch_size']}."
         if gpu.get("available")
         else f"GPU: {gpu.get('note', 'not measured')}.",
     ]
@@ -750,6 +957,8 @@ def format_markdown(results: Mapping[str, Any]) -> str:
         ]
         header = ["target", "ratio of medians", "per-round ratios: median (min-max)", "met"]
         lines += ["", _table(header, rows)]
+    if gpu.get("available"):
+        lines += ["", format_device_speed(gpu["speed"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -757,6 +966,14 @@ def _round_range(per_round: Mapping[str, float]) -> str:
     if per_round["min"] == per_round["max"]:
         return "-"
     return f"{per_round['median']:.2f} ({per_round['min']:.2f}-{per_round['max']:.2f})"
+
+
+def _ratio_cell(ratio: Mapping[str, Any]) -> str:
+    """`value (min-max)` of a `_ratio`, the range left out when one round was timed."""
+    spread = ratio["per_round"]
+    if spread["min"] == spread["max"]:
+        return f"{ratio['value']:.2f}"
+    return f"{ratio['value']:.2f} ({spread['min']:.2f}-{spread['max']:.2f})"
 
 
 def _percent(fraction: float | None) -> str:

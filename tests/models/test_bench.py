@@ -15,7 +15,9 @@ from lightfer.bench import (
     count_flops,
     count_parameters,
     evaluate_targets,
+    format_device_speed,
     format_markdown,
+    measure_device_speed,
     measure_memory,
     measure_tensor_memory,
     measure_throughput,
@@ -126,3 +128,76 @@ def test_markdown_has_the_tables(results):
     assert "| efficientface | onnx_int8 |" in text
     assert "| target | ratio of medians | per-round ratios: median (min-max) | met |" in text
     assert text.endswith("\n")
+
+
+@pytest.fixture(scope="module")
+def device_speed():
+    """The GPU check's speed comparison, run on the CPU at tiny sizes (32 px, batch 2)."""
+    return measure_device_speed(
+        ("efficientface", "resnet50"),
+        device="cpu",
+        image_size=32,
+        batch_sizes=(2,),
+        repeats=1,
+        block_seconds=0.0,
+        warmup_calls=1,
+    )
+
+
+def test_device_speed_has_a_row_per_mode_batch_and_precision(device_speed):
+    assert json.loads(json.dumps(device_speed, allow_nan=False)) == device_speed
+    assert (device_speed["device_type"], device_speed["models"]) == (
+        "cpu",
+        ["efficientface", "resnet50"],
+    )
+    assert device_speed["channels_last"] is False  # what training picks on the CPU
+    assert [(row["mode"], row["batch"], row["amp"]) for row in device_speed["rows"]] == [
+        ("train", 2, "off"),
+        ("train", 2, "bfloat16"),
+        ("infer", 2, "off"),
+        ("infer", 2, "bfloat16"),
+    ]
+    for row in device_speed["rows"]:
+        speed = row["batches_per_s"]
+        assert min(speed.values()) > 0
+        assert set(row["ratios"]) == {"resnet50"}
+        ratio = row["ratios"]["resnet50"]["value"]
+        assert ratio == pytest.approx(speed["efficientface"] / speed["resnet50"])
+
+
+def test_device_speed_markdown_has_one_table_row_per_variant(device_speed):
+    text = format_device_speed(device_speed)
+    lines = text.splitlines()
+    header = (
+        "| mode | batch | AMP | efficientface batch/s | resnet50 batch/s "
+        "| efficientface/resnet50 (per-round range) |"
+    )
+    assert header in lines
+    rows = [line for line in lines if line.startswith(("| train |", "| infer |"))]
+    assert [row.split(" | ")[:3] for row in rows] == [
+        ["| train", "2", "off"],
+        ["| train", "2", "bfloat16"],
+        ["| infer", "2", "off"],
+        ["| infer", "2", "bfloat16"],
+    ]
+    assert all(len(row.split(" | ")) == 6 for row in rows)
+    assert text.endswith("\n")
+
+
+def test_markdown_shows_the_gpu_speed_table_when_measured(results, device_speed):
+    gpu_row = next(r for r in device_speed["rows"] if (r["mode"], r["amp"]) == ("infer", "off"))
+    measured = {
+        **results,
+        "gpu": {
+            "available": True,
+            "device": "a GPU",
+            "batch_size": 2,
+            "batches_per_s": gpu_row["batches_per_s"],
+            "speed": device_speed,
+        },
+    }
+    text = format_markdown(measured)
+    fp32 = f"{gpu_row['batches_per_s']['efficientface']:,.1f}"
+    assert f"| efficientface | 1.28 | 24.5 | {fp32} |" in text
+    assert "GPU batch/s: float32 inference on a GPU, batch 2." in text
+    assert format_device_speed(device_speed).rstrip("\n") in text
