@@ -27,13 +27,15 @@ class StageOutputError(LightferError):
 class ImageReadError(LightferError):
     """An image file is missing, empty, truncated, undecodable or too large.
 
-    `status` is a short machine-readable reason recorded per sample in stage outputs.
+    `status` is a short machine-readable reason recorded per sample in stage outputs;
+    `frame` is, for a video cut short, the first frame that could not be decoded.
     """
 
-    def __init__(self, path: object, status: str, detail: str) -> None:
+    def __init__(self, path: object, status: str, detail: str, frame: int | None = None) -> None:
         super().__init__(f"{path}: {detail}")
         self.path = path
         self.status = status
+        self.frame = frame
 
 
 class UnknownModelError(LightferError):
@@ -54,3 +56,11 @@ class ExportError(LightferError):
 
 class AuxLabelError(LightferError):
     """An auxiliary-label source (OpenFace, MLCR, a landmark model) is missing or malformed."""
+
+
+class DeviceError(LightferError):
+    """A requested torch device (e.g. `cuda` on a machine without a GPU) is not available."""
+
+
+class OutputPathError(LightferError):
+    """An output path cannot be written: a directory, under a file, or in a read-only folder."""

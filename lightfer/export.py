@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from lightfer.errors import ExportError
 from lightfer.io import atomic_path
+from lightfer.models.checkpoint import check_inference_metadata
 
 __all__ = [
     "INPUT_NAME",
@@ -108,7 +109,8 @@ def read_inference_metadata(props: Mapping[str, str], *, source: str | Path) -> 
         `classes` (tuple of str), `image_size` (int), `mean` and `std` (tuples of 3 floats).
 
     Raises:
-        ExportError: a key is missing or its value is malformed.
+        ExportError: a key is missing or is not JSON.
+        CheckpointError: a value is unusable (`check_inference_metadata`: e.g. a zero std).
     """
     missing = [key for key in _META_KEYS.values() if key not in props]
     if missing:
@@ -120,23 +122,15 @@ def read_inference_metadata(props: Mapping[str, str], *, source: str | Path) -> 
         )
     try:
         values = {name: json.loads(props[key]) for name, key in _META_KEYS.items()}
-        parsed: dict[str, object] = {
-            "classes": tuple(str(c) for c in values["classes"]),
-            "image_size": int(values["image_size"]),
-            "mean": tuple(float(m) for m in values["mean"]),
-            "std": tuple(float(s) for s in values["std"]),
-        }
-    except (TypeError, ValueError) as err:
+    except ValueError as err:
         raise ExportError(
             f"ONNX model {source} has malformed lightfer metadata ({err}); re-export it with "
             f"export_onnx(..., metadata=inference_metadata(...))"
         ) from err
-    if len(parsed["mean"]) != 3 or len(parsed["std"]) != 3:
-        raise ExportError(
-            f"ONNX model {source} records mean {parsed['mean']} and std {parsed['std']}; "
-            f"expected three values each; re-export it with inference_metadata(...)"
-        )
-    return parsed
+    classes, image_size, mean, std = check_inference_metadata(
+        **values, source=f"ONNX model {source}"
+    )
+    return {"classes": classes, "image_size": image_size, "mean": mean, "std": std}
 
 
 def inference_session(path: str | Path, *, num_threads: int | None = None) -> ort.InferenceSession:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from math import ceil
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +39,41 @@ def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as an (H, W, 3) uint8 RGB array, honouring EXIF orientation.
 
     Raises:
-        ImageReadError: with `status` one of `missing`, `empty`, `too_large`, `truncated`
-            or `unreadable`, and a message naming the file.
+        ImageReadError: with `status` one of `missing`, `broken_link`, `empty`, `too_large`,
+            `truncated` or `unreadable`, and a message naming the file.
     """
-    path = Path(path)
+    return _decode(Path(path), None)[0]
+
+
+def load_rgb_bounded(path: str | os.PathLike[str], max_side: int) -> tuple[np.ndarray, float]:
+    """Read an image as `load_rgb` does, at most `max_side` pixels on its longer side.
+
+    A larger image is reduced while it is decoded where the format allows (JPEG decodes
+    straight at 1/2, 1/4 or 1/8 scale, so memory stays near that of the result), then
+    resized to fit; smaller images are returned as they are.
+
+    Returns:
+        The array, and its scale relative to the file's pixels (1.0 when not reduced):
+        divide coordinates in the array by it to get the file's.
+
+    Raises:
+        ImageReadError: as `load_rgb`.
+        ValueError: `max_side` is below 1.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side}")
+    return _decode(Path(path), max_side)
+
+
+def _decode(path: Path, max_side: int | None) -> tuple[np.ndarray, float]:
     if not path.is_file():
+        if path.is_dir():
+            raise ImageReadError(path, "unreadable", "is a directory, not an image file")
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise ImageReadError(
+                path, "broken_link", f"symbolic link to {target} is broken or loops"
+            )
         raise ImageReadError(path, "missing", "file does not exist")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty", "file is empty (0 bytes)")
@@ -50,9 +81,16 @@ def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                longest = max(image.size)
+                if max_side is not None and longest > max_side:
+                    factor = max_side / longest
+                    image.draft("RGB", (ceil(image.width * factor), ceil(image.height * factor)))
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                return np.asarray(_to_rgb(image), dtype=np.uint8).copy()
+                if max_side is not None and max(image.size) > max_side:
+                    image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+                scale = max(image.size) / longest
+                return np.asarray(_to_rgb(image), dtype=np.uint8).copy(), scale
     except Image.DecompressionBombError as exc:
         raise ImageReadError(path, "too_large", f"image is too large to decode ({exc})") from exc
     except UnidentifiedImageError as exc:

@@ -14,7 +14,7 @@ the reason (`lightfer.images.load_rgb`'s message), an image or sampled video fra
 a face becomes one row with `error == NO_FACE`, and the run goes on.
 
 Models: a lightfer checkpoint (its class order, input size and normalisation are recorded
-and used), an official EfficientFace file (no metadata: 224 pixels, ImageNet mean and std,
+and used), an official EfficientFace file (no metadata: 224 pixels, the RAF-DB mean and std,
 `OFFICIAL_CLASS_ORDER`, as upstream trains), or an ONNX export carrying
 `lightfer.export.inference_metadata`. A class order other than `CLASSES` is refused
 (`ClassOrderMismatchError`) rather than mislabelled.
@@ -31,8 +31,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,16 +43,25 @@ from tqdm import tqdm
 from lightfer.errors import CheckpointError, ImageReadError
 from lightfer.faces.align import AlignSpec, align_face, anchor_points_from_five, apply_transform
 from lightfer.faces.detect import DetectSpec, FaceDetector, center_crop
-from lightfer.images import load_rgb
-from lightfer.io import atomic_path
+from lightfer.images import load_rgb_bounded
+from lightfer.io import atomic_path, check_output_file
 from lightfer.labels import CLASSES
+from lightfer.models.inference import (
+    OFFICIAL_IMAGE_SIZE,
+    OFFICIAL_MEAN,
+    OFFICIAL_STD,
+    Forward,
+    load_for_inference,
+    torch_forward,
+)
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "IMAGE_SUFFIXES",
+    "MAX_IMAGE_SIDE",
     "NO_FACE",
     "OFFICIAL_IMAGE_SIZE",
+    "OFFICIAL_MEAN",
+    "OFFICIAL_STD",
     "VIDEO_SUFFIXES",
     "AlignedFace",
     "FaceRow",
@@ -75,12 +84,11 @@ VIDEO_SUFFIXES = frozenset(
 )
 NO_FACE = "no face found"
 
-# What upstream EfficientFace trains with; used for official files, which record nothing.
-OFFICIAL_IMAGE_SIZE = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Photos are decoded at most this many pixels on a side (JPEGs straight at a reduced scale),
+# so a 10,000 x 10,000 photo costs what a 2,048-pixel one does; boxes are reported in the
+# photo's own pixels. MTCNN finds faces down to 20 px at this size.
+MAX_IMAGE_SIDE = 2048
 
-Forward = Callable[[np.ndarray], np.ndarray]
 Format = Literal["csv", "jsonl"]
 _FORMATS: dict[str, Format] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -170,12 +178,15 @@ class PredictionSummary:
         faces: face rows.
         no_face: images or frames without a face.
         unreadable: the error messages of files that could not be read.
+        incomplete: the error messages of videos whose decoding stopped before the frame
+            count their header announces (their decoded frames have rows).
     """
 
     files: int = 0
     faces: int = 0
     no_face: int = 0
     unreadable: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -192,6 +203,8 @@ class PredictionSummary:
             self.faces += 1
         elif row.error == NO_FACE:
             self.no_face += 1
+        elif row.frame is not None:
+            self.incomplete.append(row.error)
         else:
             self.unreadable.append(row.error)
 
@@ -202,9 +215,10 @@ class PredictionSummary:
             yield row
 
     def __str__(self) -> str:
+        cut = f", {len(self.incomplete)} video(s) cut short" if self.incomplete else ""
         return (
-            f"{self.files} file(s): {self.processed} read, {len(self.unreadable)} unreadable; "
-            f"{self.faces} face(s); {self.no_face} image(s)/frame(s) without a face"
+            f"{self.files} file(s): {self.processed} read, {len(self.unreadable)} unreadable"
+            f"{cut}; {self.faces} face(s); {self.no_face} image(s)/frame(s) without a face"
         )
 
 
@@ -218,29 +232,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     z -= z.max(axis=1, keepdims=True)
     np.exp(z, out=z)
     return z / z.sum(axis=1, keepdims=True)
-
-
-def _torch_forward(model: Any, device: str) -> Forward:
-    """Eval-mode inference of a torch module on `device`, numpy in and out."""
-    import torch
-
-    target = torch.device(device)
-    model = model.to(target).eval()
-
-    def forward(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(batch).to(target)).float().cpu().numpy()
-
-    return forward
-
-
-def _check_model_file(path: Path) -> None:
-    if not path.is_file():
-        where = "a directory" if path.is_dir() else "not found"
-        raise CheckpointError(
-            f"model file {path} is {where}; pass a lightfer checkpoint (.pt), an official "
-            f"EfficientFace file (.pth.tar) or an ONNX export (.onnx) with --model"
-        )
 
 
 class Predictor:
@@ -332,7 +323,7 @@ class Predictor:
             **kwargs: `detect`, `detector`, `align`, `batch_size`, `threads` as in `Predictor`.
         """
         return cls(
-            _torch_forward(model, device),
+            torch_forward(model, device),
             image_size=image_size,
             mean=mean,
             std=std,
@@ -357,9 +348,10 @@ class Predictor:
 
         A lightfer checkpoint brings its architecture, class order, input size and
         normalisation. An official EfficientFace file records none of them: it is built as
-        `arch` at 224 pixels with ImageNet's mean and std and upstream's class order (a
-        warning says so). An ONNX file must carry `lightfer.export.inference_metadata`; it
-        runs on ONNX Runtime's CPU provider with `threads` intra-op threads.
+        `arch` at 224 pixels with the official training's (RAF-DB) mean and std and
+        upstream's class order (a warning says so). An ONNX file must carry
+        `lightfer.export.inference_metadata`; it runs on ONNX Runtime's CPU provider with
+        `threads` intra-op threads.
 
         Args:
             model_path: the model file.
@@ -373,27 +365,20 @@ class Predictor:
             arch: registry name used when the file does not record one (official files).
 
         Raises:
-            CheckpointError: the file is missing, unreadable, not a 7-way classifier, or
-                does not fit the architecture.
+            CheckpointError: the file is missing, empty, unreadable, not a 7-way classifier,
+                does not fit the architecture or records unusable metadata.
             ClassOrderMismatchError: its classes differ from `CLASSES` (names or order).
             ExportError: an ONNX file lacks lightfer's metadata.
-            ValueError: an ONNX model on a device other than the CPU.
+            DeviceError: the device is not available, or an ONNX model on another than the CPU.
         """
-        path = Path(model_path)
-        _check_model_file(path)
-        if path.suffix.lower() == ".onnx":
-            forward, info = _load_onnx(path, device=device, threads=threads)
-        else:
-            forward, info = _load_torch(path, device=device, arch=arch)
-        logger.info(
-            "model %s: %d px, mean %s, std %s",
-            path, info["image_size"], info["mean"], info["std"],
-        )  # fmt: skip
+        loaded = load_for_inference(
+            model_path, device=device, arch=arch, classes=CLASSES, threads=threads
+        )
         return cls(
-            forward,
-            image_size=info["image_size"],
-            mean=info["mean"],
-            std=info["std"],
+            loaded.forward,
+            image_size=loaded.image_size,
+            mean=loaded.mean,
+            std=loaded.std,
             detect=detect,
             detector=detector,
             align=align,
@@ -453,6 +438,12 @@ class Predictor:
                     f"faces; expected ({len(chunk)}, {len(CLASSES)}), one per class of "
                     f"{', '.join(CLASSES)}"
                 )
+            if not np.isfinite(logits).all():
+                raise CheckpointError(
+                    f"the model returned non-finite outputs (NaN or infinity) for "
+                    f"{int((~np.isfinite(logits)).any(axis=1).sum())} of {len(chunk)} faces; "
+                    f"its weights or normalisation are broken, so no label would mean anything"
+                )
             out[start : start + len(chunk)] = _softmax(logits)
         return out
 
@@ -507,9 +498,12 @@ class Predictor:
         pending: list[_Pending] = []
         queued = 0
         with tqdm(
-            total=len(inputs), desc="predict", unit="file", file=sys.stderr,
+            total=len(inputs),
+            desc="predict",
+            unit="file",
+            file=sys.stderr,
             disable=not progress or len(inputs) < 2,
-        ) as bar:  # fmt: skip
+        ) as bar:
             for path, name in inputs:
                 for item in self._read(path, frame_stride, progress):
                     if draw_root is not None and item.frame is None and item.image is not None:
@@ -534,14 +528,18 @@ class Predictor:
                 for frame, image in read_video_frames(path, frame_stride, progress=progress):
                     yield self._prepare(image, file, frame)
             else:
-                yield self._prepare(load_rgb(path), file, None)
+                image, scale = load_rgb_bounded(path, MAX_IMAGE_SIDE)
+                yield self._prepare(image, file, None, scale)
         except ImageReadError as err:
             logger.warning("%s", err)
-            yield _Pending(file, None, [], error=str(err))
+            yield _Pending(file, err.frame, [], error=str(err))
 
-    def _prepare(self, image: np.ndarray, file: str, frame: int | None) -> _Pending:
+    def _prepare(
+        self, image: np.ndarray, file: str, frame: int | None, scale: float = 1.0
+    ) -> _Pending:
         faces = self.faces(image)
-        return _Pending(file, frame, faces, image=image, error=None if faces else NO_FACE)
+        error = None if faces else NO_FACE
+        return _Pending(file, frame, faces, image=image, error=error, scale=scale)
 
     def _rows(self, pending: list[_Pending]) -> list[FaceRow]:
         """Classify the queued faces in one go and turn every item into its rows."""
@@ -569,6 +567,11 @@ class Predictor:
                     )
             if item.draw_path is not None and item.image is not None:
                 _write_drawing(item.draw_path, draw_faces(item.image, item_rows))
+            if item.scale != 1.0:  # boxes in the file's own pixels
+                item_rows = [
+                    replace(r, box=_box(v / item.scale for v in r.box)) if r.box else r
+                    for r in item_rows
+                ]
             rows.extend(item_rows)
         return rows
 
@@ -583,60 +586,7 @@ class _Pending:
     image: np.ndarray | None = None
     error: str | None = None
     draw_path: Path | None = None
-
-
-def _load_torch(path: Path, *, device: str, arch: str) -> tuple[Forward, dict[str, Any]]:
-    from lightfer.models import create_model
-    from lightfer.models.checkpoint import OFFICIAL_CLASS_ORDER, check_class_order, load_checkpoint
-
-    checkpoint = load_checkpoint(path)
-    if checkpoint.head_size != len(CLASSES):
-        raise CheckpointError(
-            f"checkpoint {path} has a {checkpoint.head_size}-way classifier; prediction needs "
-            f"a model trained on the {len(CLASSES)} emotions ({', '.join(CLASSES)}), not a "
-            f"pre-training file such as the 12,666-way MS-Celeb-1M one"
-        )
-    check_class_order(checkpoint.classes, CLASSES, source=f"checkpoint {path}")
-    if checkpoint.source == "official":
-        logger.warning(
-            "%s is an official checkpoint without metadata: using the official defaults "
-            "(arch %s, %d px, ImageNet mean %s and std %s, classes %s)",
-            path, arch, OFFICIAL_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD,
-            ", ".join(OFFICIAL_CLASS_ORDER),
-        )  # fmt: skip
-        info = {"image_size": OFFICIAL_IMAGE_SIZE, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-    else:
-        arch = checkpoint.arch or arch
-        info = {"image_size": checkpoint.image_size, "mean": checkpoint.mean, "std": checkpoint.std}
-    model = create_model(arch, num_classes=len(CLASSES), pretrained=path, classes=CLASSES)
-    return _torch_forward(model, device), info
-
-
-def _load_onnx(path: Path, *, device: str, threads: int | None) -> tuple[Forward, dict[str, Any]]:
-    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-
-    from lightfer.export import INPUT_NAME, OUTPUT_NAME, inference_session, read_inference_metadata
-    from lightfer.models.checkpoint import check_class_order
-
-    if device != "cpu":
-        raise ValueError(
-            f"ONNX models run on ONNX Runtime's CPU provider; got device {device!r}. Use "
-            f"--device cpu, or the model's PyTorch checkpoint for {device}"
-        )
-    try:
-        session = inference_session(path, num_threads=threads)
-    except (ort_errors.Fail, ort_errors.InvalidProtobuf, ort_errors.InvalidGraph) as err:
-        raise CheckpointError(
-            f"ONNX model {path} cannot be opened by ONNX Runtime ({type(err).__name__}: {err}); "
-            f"export it again with lightfer.export.export_onnx"
-        ) from err
-    info = read_inference_metadata(session.get_modelmeta().custom_metadata_map, source=path)
-    check_class_order(info["classes"], CLASSES, source=f"ONNX model {path}")
-
-    def forward(batch: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-
-    return forward, info
+    scale: float = 1.0
 
 
 def _expand(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
@@ -647,7 +597,17 @@ def _expand(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
             inputs.append((given, Path(given.name)))
             continue
         media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-        found = sorted(p for p in given.rglob("*") if p.suffix.lower() in media and p.is_file())
+        entries = [p for p in given.rglob("*") if not p.is_dir()]
+        # Broken or looping links are kept, so that each gets an error row.
+        found = sorted(p for p in entries if p.suffix.lower() in media)
+        others = sorted(p.relative_to(given).as_posix() for p in set(entries) - set(found))
+        if others:
+            logger.warning(
+                "%s: %d file(s) are not images or videos by suffix, not read: %s",
+                given,
+                len(others),
+                ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""),
+            )
         if not found:
             logger.warning("%s holds no image or video file (%s)", given, ", ".join(sorted(media)))
         prefix = Path(given.resolve().name)
@@ -659,7 +619,8 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """The files `Predictor.predict_paths` reads for `paths`, in that order.
 
     A folder expands to the files below it whose suffix is in `IMAGE_SUFFIXES` or
-    `VIDEO_SUFFIXES`, sorted; anything else is kept as given (a missing file yields an
+    `VIDEO_SUFFIXES`, sorted, broken or looping links included (each yields an error row;
+    other files are counted in a warning); anything else is kept as given (a missing file yields an
     error row later). A drawing is written under `draw_dir` as the file's name, or, for a
     file found in a folder, as the folder's name joined with the path inside it.
     """
@@ -677,7 +638,9 @@ def read_video_frames(
         progress: show a bar on stderr (its total is the container's frame count).
 
     Raises:
-        ImageReadError: the file is missing, cannot be opened, or yields no frame.
+        ImageReadError: the file is missing, cannot be opened, or yields no frame; or, after
+            the frames that decoded, it stopped before the header's frame count (`frame` is
+            the first missing one).
         ValueError: `frame_stride` is below 1.
     """
     if frame_stride < 1:
@@ -691,9 +654,13 @@ def read_video_frames(
             raise ImageReadError(path, "unreadable", "OpenCV cannot open it as a video")
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         bar = tqdm(
-            total=total, desc=path.name, unit="frame", file=sys.stderr, leave=False,
+            total=total,
+            desc=path.name,
+            unit="frame",
+            file=sys.stderr,
+            leave=False,
             disable=not progress,
-        )  # fmt: skip
+        )
         with bar:
             frame = 0
             while capture.grab():
@@ -706,6 +673,14 @@ def read_video_frames(
                 bar.update()
         if frame == 0:
             raise ImageReadError(path, "unreadable", "no video frame could be decoded")
+        if total is not None and frame < total:
+            raise ImageReadError(
+                path,
+                "truncated",
+                f"decoding stopped after {frame} of the {total} frames its header announces; "
+                f"the file is cut short or damaged",
+                frame=frame,
+            )
     finally:
         capture.release()
 
@@ -726,9 +701,15 @@ def draw_faces(image: np.ndarray, rows: Sequence[FaceRow]) -> np.ndarray:
         top = y0 - height - base if y0 - height - base >= 0 else y1
         cv2.rectangle(canvas, (x0, top), (x0 + width, top + height + base), colour, cv2.FILLED)
         cv2.putText(
-            canvas, text, (x0, top + height), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
-            thickness, cv2.LINE_AA,
-        )  # fmt: skip
+            canvas,
+            text,
+            (x0, top + height),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
     return canvas
 
 
@@ -783,9 +764,10 @@ def write_rows(
 
     Raises:
         ValueError: the format is unknown or cannot be told from the suffix.
+        OutputPathError: `path` cannot be written (checked before the first row is read).
     """
-    path = Path(path)
     kind = rows_format(path, format)
+    path = check_output_file(path)
     count = 0
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         if kind == "csv":

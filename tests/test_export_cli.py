@@ -39,9 +39,14 @@ def checkpoint(tmp_path_factory) -> Path:
     batches = [torch.randn(4, 3, SIZE, SIZE, generator=generator) for _ in range(2)]
     model = recalibrate_batchnorm(create_model("efficientface"), batches).eval()
     return save_checkpoint(
-        tmp_path_factory.mktemp("models") / "ef.pt", model, arch="efficientface",
-        classes=CLASSES, image_size=SIZE, mean=MEAN, std=STD,
-    )  # fmt: skip
+        tmp_path_factory.mktemp("models") / "ef.pt",
+        model,
+        arch="efficientface",
+        classes=CLASSES,
+        image_size=SIZE,
+        mean=MEAN,
+        std=STD,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +100,11 @@ def test_onnx_file_records_the_checkpoint_metadata(exported):
     fp32, _, _ = exported
     props = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
     assert read_inference_metadata(props, source=fp32) == {
-        "classes": CLASSES, "image_size": SIZE, "mean": MEAN, "std": STD,
-    }  # fmt: skip
+        "classes": CLASSES,
+        "image_size": SIZE,
+        "mean": MEAN,
+        "std": STD,
+    }
 
 
 def test_onnx_predictor_matches_the_pytorch_one(exported, checkpoint, detector, random_crops):
@@ -104,8 +112,10 @@ def test_onnx_predictor_matches_the_pytorch_one(exported, checkpoint, detector, 
     onnx_predictor = Predictor.from_path(fp32, detector=detector)
     torch_predictor = Predictor.from_path(checkpoint, detector=detector)
     assert (onnx_predictor.image_size, onnx_predictor.mean, onnx_predictor.std) == (
-        SIZE, MEAN, STD,
-    )  # fmt: skip
+        SIZE,
+        MEAN,
+        STD,
+    )
     expected = torch_predictor.classify(random_crops)
     assert (expected.max(axis=1) - expected.min(axis=1)).min() > 0.01  # not a flat output
     np.testing.assert_allclose(onnx_predictor.classify(random_crops), expected, atol=1e-4)
@@ -209,7 +219,11 @@ def test_face_cache_calibration_uses_usable_training_crops(tmp_path):
 def test_help_lists_the_options():
     help_text = CliRunner().invoke(app, ["export", "--help"]).output
     for option in (
-        "--out", "--int8", "--calibration", "--random-calibration", "--calibration-limit",
+        "--out",
+        "--int8",
+        "--calibration",
+        "--random-calibration",
+        "--calibration-limit",
         "--arch",
-    ):  # fmt: skip
+    ):
         assert option in help_text

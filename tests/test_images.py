@@ -86,3 +86,16 @@ def test_a_decompression_bomb_is_refused(tmp_path: Path, monkeypatch):
     with pytest.raises(ImageReadError) as info:
         load_rgb(path)
     assert info.value.status == "too_large"
+
+
+def test_a_huge_photo_is_reduced_while_it_is_decoded(tmp_path: Path):
+    from lightfer.images import load_rgb_bounded
+
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (8000, 6000), (200, 120, 40)).save(path, quality=80)
+    image, scale = load_rgb_bounded(path, 2048)
+    assert image.shape == (1536, 2048, 3) and scale == pytest.approx(2048 / 8000)
+    assert abs(int(image[100, 100, 0]) - 200) <= 3
+    Image.new("RGB", (40, 30)).save(tmp_path / "small.png")
+    small, one = load_rgb_bounded(tmp_path / "small.png", 64)
+    assert small.shape == (30, 40, 3) and one == 1.0

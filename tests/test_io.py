@@ -69,3 +69,37 @@ def test_json_is_stable_and_rejects_nan(tmp_path: Path):
     with pytest.raises(ValueError):
         write_json(tmp_path / "n.json", {"a": float("nan")})
     assert not (tmp_path / "n.json").exists()
+
+
+def test_sigterm_during_an_atomic_write_removes_the_temporary(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from lightfer.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('partial')\n"
+        "    print('open', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "out.txt")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert process.stdout.readline() == "open\n"
+    process.terminate()
+    assert process.wait(timeout=30) == 143
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_cannot_be_written_is_refused_up_front(tmp_path):
+    from lightfer.errors import OutputPathError
+    from lightfer.io import check_output_file
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputPathError, match=r"file is a file, not a folder"):
+        check_output_file(tmp_path / "file" / "out.csv")
+    with pytest.raises(OutputPathError, match=r"is a directory"):
+        check_output_file(tmp_path)
+    assert check_output_file(tmp_path / "new" / "out.csv") == tmp_path / "new" / "out.csv"
+    assert not (tmp_path / "new").exists() and sorted(tmp_path.iterdir()) == [tmp_path / "file"]

@@ -29,9 +29,9 @@ from lightfer.labels import CLASSES
 from lightfer.models import create_model, recalibrate_batchnorm
 from lightfer.models.checkpoint import save_checkpoint
 from lightfer.predict import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     NO_FACE,
+    OFFICIAL_MEAN,
+    OFFICIAL_STD,
     FaceRow,
     Predictor,
     expand_paths,
@@ -69,9 +69,14 @@ def model() -> torch.nn.Module:
 def files(model, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     checkpoint = save_checkpoint(
-        root / "ef.pt", model, arch="efficientface", classes=CLASSES, image_size=SIZE,
-        mean=MEAN, std=STD,
-    )  # fmt: skip
+        root / "ef.pt",
+        model,
+        arch="efficientface",
+        classes=CLASSES,
+        image_size=SIZE,
+        mean=MEAN,
+        std=STD,
+    )
     onnx = export_onnx(
         model,
         root / "ef.onnx",
@@ -172,9 +177,18 @@ def test_rows_are_written_as_csv_or_jsonl(astronaut_rows, tmp_path, suffix):
         with path.open(newline="") as handle:
             records = list(csv.DictReader(handle))
         assert list(records[0]) == [
-            "file", "frame", "face", "x0", "y0", "x1", "y1", "score",
-            *(f"p_{name}" for name in CLASSES), "label", "error",
-        ]  # fmt: skip
+            "file",
+            "frame",
+            "face",
+            "x0",
+            "y0",
+            "x1",
+            "y1",
+            "score",
+            *(f"p_{name}" for name in CLASSES),
+            "label",
+            "error",
+        ]
         assert records[0]["frame"] == "" and records[0]["error"] == ""
         assert float(records[0]["x0"]) == face.box[0]
         assert float(records[0]["p_anger"]) == face.probabilities["anger"]
@@ -269,9 +283,9 @@ def test_an_official_checkpoint_uses_the_official_defaults(model, detector, tmp_
     with caplog.at_level(logging.WARNING, logger="lightfer"):
         official = Predictor.from_path(path, detector=detector)
     assert "official checkpoint without metadata" in caplog.text
-    assert (official.image_size, official.mean, official.std) == (224, IMAGENET_MEAN, IMAGENET_STD)
+    assert (official.image_size, official.mean, official.std) == (224, OFFICIAL_MEAN, OFFICIAL_STD)
     reference = Predictor.from_model(
-        model, image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, detector=detector
+        model, image_size=224, mean=OFFICIAL_MEAN, std=OFFICIAL_STD, detector=detector
     )
     crops = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     np.testing.assert_allclose(official.classify(crops), reference.classify(crops), atol=1e-6)
@@ -279,9 +293,14 @@ def test_an_official_checkpoint_uses_the_official_defaults(model, detector, tmp_
 
 def test_another_class_order_or_head_is_refused(model, detector, tmp_path):
     reordered = save_checkpoint(
-        tmp_path / "reordered.pt", model, arch="efficientface", classes=CLASSES[::-1],
-        image_size=SIZE, mean=MEAN, std=STD,
-    )  # fmt: skip
+        tmp_path / "reordered.pt",
+        model,
+        arch="efficientface",
+        classes=CLASSES[::-1],
+        image_size=SIZE,
+        mean=MEAN,
+        std=STD,
+    )
     with pytest.raises(ClassOrderMismatchError, match="would be mislabelled"):
         Predictor.from_path(reordered, detector=detector)
     pretraining = tmp_path / "pretrained.pth.tar"
@@ -311,9 +330,18 @@ def test_cli_predicts_a_folder_and_reports_the_failures(files, folder, tmp_path)
     out = tmp_path / "predictions.csv"
     result = CliRunner().invoke(
         app,
-        ["predict", str(folder), "--model", str(files["checkpoint"]), "--out", str(out),
-         "--threads", "1", "--no-progress"],
-    )  # fmt: skip
+        [
+            "predict",
+            str(folder),
+            "--model",
+            str(files["checkpoint"]),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         f"{out}: 3 file(s): 2 read, 1 unreadable; 1 face(s); 1 image(s)/frame(s) without a face\n"
@@ -364,7 +392,14 @@ def test_cli_without_inputs_fails_and_help_lists_the_options(files, tmp_path):
     assert result.stderr == f"no image or video file found in {tmp_path}\n"
     help_text = CliRunner().invoke(app, ["predict", "--help"]).output
     for option in (
-        "--model", "--out", "--format", "--frame-stride", "--draw", "--batch-size", "--device",
-        "--threads", "--no-progress",
-    ):  # fmt: skip
+        "--model",
+        "--out",
+        "--format",
+        "--frame-stride",
+        "--draw",
+        "--batch-size",
+        "--device",
+        "--threads",
+        "--no-progress",
+    ):
         assert option in help_text

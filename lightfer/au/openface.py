@@ -16,10 +16,17 @@ What its outputs mean (from `exe/FaceLandmarkImg/FaceLandmarkImg.cpp` and
   a missing CSV without it is `openface_missing_csv` (the image was never processed);
 - a header-only or empty CSV is also `openface_no_face`;
 - sequence-mode CSVs (`FeatureExtraction`) have a `success` column: 0 is `openface_failed`;
+- every face row has a landmark `confidence` in [0, 1]; OpenFace itself calls a fit
+  successful when it exceeds `OPENFACE_SUCCESS_CONFIDENCE` (0.725, `validation_boundary` in
+  `LandmarkDetectorParameters.cpp`) and writes that as `success` in sequence-mode CSVs only,
+  so image-mode rows are filtered by confidence here (`min_confidence`, by default the same
+  threshold): a face below it is `openface_low_confidence`;
 - header style depends on the build: older builds separate columns with ``", "`` (names
   read `` AU01_r``), newer ones with ``","``; both are read.
 
-See `/work/shared/reference/DATASETS.md` section 5 for the flags and the column layout.
+Column layout: `face, confidence` (image mode) or `frame, face_id, timestamp, confidence,
+success` (sequence mode), then the blocks that were switched on, then `AUxx_r` and `AUxx_c`
+sorted by name (`RecorderCSV.cpp`).
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 BINARY = "FaceLandmarkImg"
 OPENFACE_NAMES: tuple[str, ...] = tuple(f"{name}_r" for name in AU_NAMES)
+# OpenFace 2's own landmark-fit success threshold (CE-CLM's `validation_boundary`).
+OPENFACE_SUCCESS_CONFIDENCE = 0.725
 _TAIL_CHARS = 2000
 
 
@@ -141,7 +150,10 @@ def _face_row(csv: Path, min_confidence: float) -> tuple[str, np.ndarray | None]
 
 
 def openface_aux(
-    image_paths: Sequence[Path | str], *, csv_dir: Path, min_confidence: float = 0.0
+    image_paths: Sequence[Path | str],
+    *,
+    csv_dir: Path,
+    min_confidence: float = OPENFACE_SUCCESS_CONFIDENCE,
 ) -> AuxVectors:
     """Import `FaceLandmarkImg` CSVs: 17 AU intensities per image, in `AU_NAMES` order.
 
@@ -149,7 +161,8 @@ def openface_aux(
         image_paths: one image per manifest row; row i's CSV is `<csv_dir>/<stem>.csv`.
         csv_dir: the `-out_dir` OpenFace wrote to.
         min_confidence: faces whose landmark `confidence` is below this are not used
-            (`openface_low_confidence`); 0 keeps every face.
+            (`openface_low_confidence`); the default is OpenFace's own success threshold,
+            0 keeps every face.
 
     Returns:
         `AuxVectors` named `AU01_r`..`AU45_r`. With several faces in one image the one with
@@ -157,12 +170,18 @@ def openface_aux(
         `openface_no_face`, `openface_failed` or `openface_low_confidence`.
 
     Raises:
-        AuxLabelError: two images share a stem (their CSVs would collide), or a CSV is
-            unreadable or lacks AU columns.
+        AuxLabelError: `csv_dir` is not a folder, two images share a stem (their CSVs would
+            collide), a CSV is unreadable or lacks AU columns, or no row is usable (the
+            message counts the statuses).
     """
     paths = [Path(path) for path in image_paths]
     _check_unique_stems(paths)
     csv_dir = Path(csv_dir)
+    if not csv_dir.is_dir():
+        raise AuxLabelError(
+            f"OpenFace CSV folder {csv_dir} does not exist or is not a folder; it should hold "
+            "one <image stem>.csv per image (FaceLandmarkImg's -out_dir)"
+        )
     values = np.full((len(paths), len(OPENFACE_NAMES)), np.nan)
     status = np.full(len(paths), OK, dtype=object)
     for row, image in enumerate(paths):
@@ -177,6 +196,11 @@ def openface_aux(
             status[row] = "openface_missing_csv"
     result = AuxVectors("openface", OPENFACE_NAMES, values, status)
     logger.info("OpenFace AUs from %s: %s", csv_dir, result.counts())
+    if paths and not (status == OK).any():
+        raise AuxLabelError(
+            f"no usable OpenFace face for any of the {len(paths)} images in {csv_dir} "
+            f"({result.counts()}; minimum confidence {min_confidence}); e.g. {paths[0].stem}.csv"
+        )
     return result
 
 
@@ -192,6 +216,7 @@ def run_openface(
     work_dir: Path,
     *,
     timeout_s: float | None = None,
+    min_confidence: float = OPENFACE_SUCCESS_CONFIDENCE,
 ) -> AuxVectors:
     """Run `FaceLandmarkImg` on the given images and import its CSVs.
 
@@ -208,6 +233,7 @@ def run_openface(
         image_paths: one image per manifest row.
         work_dir: a scratch folder for the links and OpenFace's outputs.
         timeout_s: kill OpenFace after this many seconds; None waits.
+        min_confidence: as in `openface_aux`.
 
     Returns:
         `openface_aux` of the outputs, in the order of `image_paths`.
@@ -258,7 +284,7 @@ def run_openface(
                 f"{' '.join(command)} failed with exit status {done.returncode}; "
                 f"stderr ends with:\n{_tail(done.stderr)}\nstdout ends with:\n{_tail(done.stdout)}"
             )
-    result = openface_aux(linked, csv_dir=out_dir)
+    result = openface_aux(linked, csv_dir=out_dir, min_confidence=min_confidence)
     status = result.status.copy()
     status[~present] = "openface_missing_image"
     return AuxVectors("openface", result.names, result.values, status)

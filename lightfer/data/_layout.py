@@ -2,20 +2,24 @@
 
 Row collection with skip accounting (every unusable row is counted under a reason and named
 in up to `MAX_EXAMPLES` examples), the summary every adapter returns, fast file-existence
-lookups, and the messages that say what a dataset root should hold. The on-disk formats
-themselves are described in /work/shared/reference/DATASETS.md, sections 1-4.
+lookups, label-file reading that names the file and line of what it cannot read, and the
+messages that say what a dataset root should hold. Each adapter's module docstring
+describes its on-disk format.
 """
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import os
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from lightfer.errors import DatasetError
@@ -252,7 +256,93 @@ def parse_int(text: object) -> int | None:
     return int(value) if value.is_integer() else None
 
 
+# Byte-order marks and the encoding they announce; UTF-32's are checked before UTF-16's,
+# which they start with. Without one, text must be UTF-8.
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+)
+_HEADER_BYTES = 1 << 16
+
+
+def _decode(data: bytes, path: Path, *, final: bool = True) -> str:
+    """`data` as text: UTF-8, or the UTF-16/32 a byte-order mark announces (what Windows
+    editors save as "Unicode"), which decodes unambiguously. `final=False` leaves a
+    character cut at the end of `data` out (for the start of a file).
+
+    Raises:
+        DatasetError: the bytes are not text in that encoding (the file, line and byte named).
+    """
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        text = codecs.getincrementaldecoder(encoding)().decode(data, final=final)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path}:{line}: not {encoding.removesuffix('-sig')} text (byte "
+            f"{data[exc.start]:#04x} at offset {exc.start}); save the file as UTF-8"
+        ) from None
+    if "\x00" in text:  # valid UTF-8, but what UTF-16 without a byte-order mark looks like
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DatasetError(
+            f"{path}:{line}: not utf-8 text (it holds NUL characters: UTF-16 without a "
+            f"byte-order mark?); save the file as UTF-8"
+        )
+    return text
+
+
+def read_text(path: Path) -> str:
+    """A label file's text (see `_decode` for the encodings accepted).
+
+    Raises:
+        DatasetError: the file cannot be read or decoded (naming it, and the line).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return _decode(data, path)
+
+
+def read_csv_strings(
+    path: Path, *, on_bad_line: Callable[[list[str]], None] | None = None
+) -> pd.DataFrame:
+    """A CSV file as a table of stripped strings (absent cells are `""`).
+
+    Args:
+        path: the file (encodings as `read_text`).
+        on_bad_line: called with the fields of each row that has more fields than the
+            header, which is then left out; None refuses such a file instead (for files
+            joined by row order, where dropping a row would shift every later one).
+
+    Raises:
+        DatasetError: the file cannot be read, decoded or parsed (pandas' message names the
+            line).
+    """
+    text = io.StringIO(read_text(path))
+    options: dict[str, object] = {"dtype": str, "keep_default_na": False, "skipinitialspace": True}
+    if on_bad_line is not None:
+
+        def skip(fields: list[str]) -> None:
+            on_bad_line(fields)
+
+        options.update(engine="python", on_bad_lines=skip)
+    try:
+        frame = pd.read_csv(text, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DatasetError(
+            f"{path}: not a well-formed CSV file ({' '.join(str(exc).split())})"
+        ) from None
+    frame.columns = frame.columns.str.strip()
+    return frame.fillna("")
+
+
 def read_header(path: Path) -> list[str]:
     """The comma-separated column names on the first line of a CSV file, stripped."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        return [name.strip() for name in handle.readline().strip().split(",")]
+    with open(path, "rb") as handle:
+        head = handle.read(_HEADER_BYTES)
+    lines = _decode(head, path, final=False).splitlines()
+    return [name.strip() for name in (lines[0] if lines else "").split(",")]

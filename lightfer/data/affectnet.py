@@ -1,6 +1,6 @@
 """Adapter for AffectNet (manually annotated part), as AffectNet-7, in either release.
 
-Two layouts are accepted (see /work/shared/reference/DATASETS.md, section 4):
+Two layouts are accepted:
 
 - `csv`, the original release:
   `<root>/Manually_Annotated_file_lists/training.csv` and `validation.csv` (or both directly
@@ -39,6 +39,7 @@ from lightfer.data._layout import (
     missing,
     nested_hint,
     parse_int,
+    read_csv_strings,
     read_header,
 )
 from lightfer.errors import DatasetError
@@ -46,7 +47,7 @@ from lightfer.manifest import NUM_LANDMARKS
 
 logger = logging.getLogger(__name__)
 
-# AffectNet expression code -> canonical emotion (DATASETS.md section 4: "0 Neutral, 1 Happy,
+# AffectNet expression code -> canonical emotion (the release's README: "0 Neutral, 1 Happy,
 # 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger"; the same codes in both releases).
 AFFECTNET_LABELS: dict[int, str] = {
     0: "neutral",
@@ -57,7 +58,7 @@ AFFECTNET_LABELS: dict[int, str] = {
     5: "disgust",
     6: "anger",
 }
-# Codes outside AffectNet-7 -> skip reason (DATASETS.md section 4: 7 Contempt, 8 None,
+# Codes outside AffectNet-7 -> skip reason (the same README: 7 Contempt, 8 None,
 # 9 Uncertain, 10 No-Face).
 SKIPPED_CODES: dict[int, str] = {7: "contempt", 8: "none", 9: "uncertain", 10: "no_face"}
 
@@ -125,10 +126,7 @@ def _checked_layout(root: Path) -> tuple[str, str, str]:
             header = read_header(path)
             absent = [c for c in CSV_COLUMNS if c not in header]
             if absent:
-                raise DatasetError(
-                    f"AffectNet file {path} lacks columns {absent}; it has "
-                    f"{header} (DATASETS.md section 4)"
-                )
+                raise DatasetError(f"AffectNet file {path} lacks columns {absent}; it has {header}")
     logger.info("AffectNet root %s: found the %s layout", root, layout)
     return layout, csv_folder, image_folder
 
@@ -158,10 +156,11 @@ def scan_affectnet(root: Path) -> tuple[pa.Table, dict[str, Any]]:
       files (NaN and counted where one is missing or not 68 points); no box (the images are
       face crops).
 
-    Skipped rows (reason): codes 7..10 (`contempt`, `none`, `uncertain`, `no_face`), other
-    codes (`unknown_code`), an empty path (`empty_name`), a non-positive or non-numeric box
-    (`bad_box`), an image not on disk (`missing_file`), an unreadable `_exp.npy`
-    (`bad_annotation`), a repeated sample (`duplicate`).
+    Skipped rows (reason): a CSV row with more fields than the header (`malformed_row`),
+    codes 7..10 (`contempt`, `none`, `uncertain`, `no_face`), other codes (`unknown_code`),
+    an empty path (`empty_name`), a non-positive or non-numeric box (`bad_box`), an image
+    not on disk (`missing_file`), an unreadable `_exp.npy` (`bad_annotation`), a repeated
+    sample (`duplicate`).
 
     Returns:
         The table and a summary with `layout`, `image_root` (`"root"`), `image_folder` (CSV
@@ -213,7 +212,7 @@ def _landmarks(values: np.ndarray, where: str, bad: Tally) -> np.ndarray:
 
 
 def _parse_landmarks(text: str) -> np.ndarray:
-    """`x0;y0;x1;y1;...` as floats (the parse of DATASETS.md section 4), or an empty array
+    """`x0;y0;x1;y1;...` as floats (as the release writes them), or an empty array
     when a value is not a number."""
     try:
         return np.array([float(v) for v in text.split(";")])
@@ -229,8 +228,13 @@ def _scan_csv(
     builder: ManifestBuilder,
     bad_landmarks: Tally,
 ) -> None:
-    frame = pd.read_csv(root / csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    frame.columns = frame.columns.str.strip()
+    def extra_fields(fields: list[str]) -> None:
+        builder.skip(
+            "malformed_row",
+            f"{csv_path}: {len(fields)} fields, not {len(CSV_COLUMNS)}: {','.join(fields)[:120]}",
+        )
+
+    frame = read_csv_strings(root / csv_path, on_bad_line=extra_fields)
     boxes = frame[list(CSV_COLUMNS[1:5])].apply(pd.to_numeric, errors="coerce").to_numpy()
     images = FileIndex(root)
     rows = zip(

@@ -7,8 +7,7 @@
 
 48,995 train and 20,987 test frames in the real data. The images are scenes, not face crops,
 and CAER-S ships no face boxes: faces must be detected before alignment, so the manifest has
-no box or landmarks column and the summary says `face_source: detect`. See
-/work/shared/reference/DATASETS.md, section 3.
+no box or landmarks column and the summary says `face_source: detect`.
 """
 
 from __future__ import annotations
@@ -19,13 +18,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from lightfer.data._layout import Tally, layout_error, missing, nested_hint, summarise
-from lightfer.data.imagefolder import scan_imagefolder
+from lightfer.data._layout import layout_error, missing, nested_hint, summarise
+from lightfer.data.imagefolder import scan_class_folders
 from lightfer.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-# CAER-S class folder -> canonical emotion. DATASETS.md section 3: the folders are `Anger,
+# CAER-S class folder -> canonical emotion: the folders are `Anger,
 # Disgust, Fear, Happy, Neutral, Sad, Surprise` (the README's 'Angry' is not a folder name);
 # they are matched by name, never by their alphabetical ImageFolder index.
 CAERS_LABELS: dict[str, str] = {
@@ -59,7 +58,7 @@ def _class_folders(root: Path) -> dict[str, list[str]]:
         if unknown:
             raise DatasetError(
                 f"CAER-S split folder {root / folder} has class folders {unknown} that are not "
-                f"CAER-S classes; expected only {', '.join(CAERS_LABELS)} (DATASETS.md section 3)"
+                f"CAER-S classes; expected only {', '.join(CAERS_LABELS)}"
             )
         lacking[folder] = [c for c in CAERS_LABELS if c not in found]
     return lacking
@@ -80,9 +79,9 @@ def scan_caers(root: Path) -> tuple[pa.Table, dict[str, Any]]:
     """List CAER-S frames as a manifest table, to be face-detected later.
 
     The image root is the dataset root `root`: `path` and `sample_id` are
-    `<split>/<Class>/<file>`, `source_label` the class folder name. Files that are not
-    images by suffix are skipped (`not_an_image`); missing class folders are logged and
-    listed in the summary.
+    `<split>/<Class>/<file>`, `source_label` the class folder name. Entries that are not
+    images are skipped and counted as `scan_imagefolder` says; missing class folders are
+    logged and listed in the summary.
 
     Returns:
         The table (required columns only) and a summary with `layout`, `image_root`
@@ -97,9 +96,7 @@ def scan_caers(root: Path) -> tuple[pa.Table, dict[str, Any]]:
     for folder, classes in lacking.items():
         if classes:
             logger.warning("CAER-S: %s has no class folder %s", root / folder, ", ".join(classes))
-    table, found = scan_imagefolder(root, CAERS_LABELS, CAERS_SPLITS)
-    skipped = Tally()
-    skipped.add_many("not_an_image", found["ignored_files"], found["ignored_examples"])
+    table, skipped = scan_class_folders(root, CAERS_LABELS, CAERS_SPLITS)
     summary = summarise(
         "CAER-S",
         table,

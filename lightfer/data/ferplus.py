@@ -1,6 +1,6 @@
 """Adapter for FER+ (FERPlus): FER2013's 48x48 grey faces relabelled by 10 crowd votes each.
 
-Two layouts are accepted (see /work/shared/reference/DATASETS.md, section 2):
+Two layouts are accepted:
 
 - `csv`: `<root>/fer2013.csv` (Kaggle: `emotion,pixels,Usage`, 2304 grey values a row) and
   `<root>/fer2013new.csv` (`Usage,Image name,neutral,happiness,surprise,sadness,anger,
@@ -23,6 +23,7 @@ label.csv; this 7-class manifest drops its 15 contempt images).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,9 @@ from lightfer.data._layout import (
     missing,
     nested_hint,
     parse_int,
+    read_csv_strings,
     read_header,
+    read_text,
 )
 from lightfer.errors import DatasetError
 
@@ -67,7 +70,7 @@ VOTE_COLUMNS: tuple[str, ...] = (
 FERPLUS_COLUMNS: tuple[str, ...] = ("Usage", "Image name", *VOTE_COLUMNS)
 IMAGE_SIZE = 48
 
-# FER+ vote column -> canonical emotion (DATASETS.md section 2: the fer2013new.csv header).
+# FER+ vote column -> canonical emotion (the fer2013new.csv header).
 # contempt, unknown and NF have no canonical class; samples they win are skipped.
 FERPLUS_LABELS: dict[str, str] = {
     "neutral": "neutral",
@@ -84,7 +87,7 @@ NON_EMOTION_REASONS: dict[str, str] = {
     "unknown": "unknown",
     "NF": "not_a_face",
 }
-# FER2013 emotion code (fer2013.csv `emotion`) -> canonical emotion, DATASETS.md section 2:
+# FER2013 emotion code (fer2013.csv `emotion`) -> canonical emotion:
 # "0=Angry, 1=Disgust, 2=Fear, 3=Happy, 4=Sad, 5=Surprise, 6=Neutral". Used only to report
 # how often the original label agrees with the FER+ majority, a check of the row-order join.
 FER2013_LABELS: dict[int, str] = {
@@ -157,7 +160,7 @@ def _checked_layout(root: Path) -> str:
             if header != list(expected):
                 raise DatasetError(
                     f"FER+ file {root / name} has columns {header}; expected "
-                    f"exactly {','.join(expected)} (DATASETS.md section 2)"
+                    f"exactly {','.join(expected)}"
                 )
     logger.info("FER+ root %s: found the %s layout", root, layout)
     return layout
@@ -184,7 +187,9 @@ def scan_ferplus(root: Path, image_dir: Path | None = None) -> tuple[pa.Table, d
 
     Skipped rows (reason): empty `Image name` (`not_a_face`, the maintainers' "no face
     images"), majority won by `contempt`, `unknown` or NF (`not_a_face`), no majority
-    (`no_majority`), unparsable votes, box or pixels (`malformed_row`, `bad_pixels`), an
+    (`no_majority`), unparsable votes, box or pixels (`malformed_row`, `bad_pixels`), vote
+    counts that are not whole numbers (`non_integer_votes` in fer2013new.csv, `malformed_row`
+    in label.csv: never rounded, which could invent a majority), an
     unknown `Usage` (`unknown_split`), a label.csv image not on disk (`missing_file`), a
     repeated name within a folder (`duplicate`).
 
@@ -252,22 +257,22 @@ def _add_voted(
 def _scan_folders(root: Path, builder: ManifestBuilder) -> None:
     images = FileIndex(root)
     for folder, split in FOLDER_SPLITS.items():
-        with open(root / folder / LABEL_FILE, encoding="utf-8-sig", newline="") as handle:
-            for number, row in enumerate(csv.reader(handle), start=1):
-                if not row:
-                    continue
-                where = f"{folder}/{LABEL_FILE}:{number}"
-                parsed = _parse_label_row(row)
-                if parsed is None:
-                    builder.skip("malformed_row", f"{where} {','.join(row)!r}")
-                    continue
-                name, box, votes = parsed
-                path = f"{folder}/{name}"
-                if path not in images:
-                    builder.skip("missing_file", f"{where}: no {path}")
-                    continue
-                sample_id = f"{folder}/{name.rsplit('.', 1)[0]}"
-                _add_voted(builder, sample_id, split, path, votes, box, f"{where} {name}")
+        lines = io.StringIO(read_text(root / folder / LABEL_FILE), newline="")
+        for number, row in enumerate(csv.reader(lines), start=1):
+            if not row:
+                continue
+            where = f"{folder}/{LABEL_FILE}:{number}"
+            parsed = _parse_label_row(row)
+            if parsed is None:
+                builder.skip("malformed_row", f"{where} {','.join(row)!r}")
+                continue
+            name, box, votes = parsed
+            path = f"{folder}/{name}"
+            if path not in images:
+                builder.skip("missing_file", f"{where}: no {path}")
+                continue
+            sample_id = f"{folder}/{name.rsplit('.', 1)[0]}"
+            _add_voted(builder, sample_id, split, path, votes, box, f"{where} {name}")
 
 
 def _parse_label_row(row: list[str]) -> tuple[str, list[float], np.ndarray] | None:
@@ -286,13 +291,12 @@ def _parse_label_row(row: list[str]) -> tuple[str, list[float], np.ndarray] | No
 
 def _read_csvs(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both CSVs as strings, after checking that they can be joined by row order."""
-    fer = pd.read_csv(root / FER2013_CSV, dtype=str, keep_default_na=False)
-    plus = pd.read_csv(root / FERPLUS_CSV, dtype=str, keep_default_na=False)
+    fer, plus = read_csv_strings(root / FER2013_CSV), read_csv_strings(root / FERPLUS_CSV)
     if len(fer) != len(plus):
         raise DatasetError(
             f"FER+: {root / FER2013_CSV} has {len(fer)} data rows but {root / FERPLUS_CSV} has "
             f"{len(plus)}; they are joined by row order (names are not row numbers), so both "
-            "must be the complete files (35,887 rows each, DATASETS.md section 2)"
+            "must be the complete files (35,887 rows each)"
         )
     usage_fer, usage_plus = fer["Usage"].str.strip(), plus["Usage"].str.strip()
     differ = np.flatnonzero((usage_fer != usage_plus).to_numpy())
@@ -325,6 +329,9 @@ def _scan_csv(root: Path, image_dir: Path, builder: ManifestBuilder) -> tuple[in
             continue
         if not np.isfinite(counts).all() or (counts < 0).any():
             builder.skip("malformed_row", f"{where}: votes {counts.tolist()}")
+            continue
+        if (counts != np.round(counts)).any():  # truncating could invent a majority
+            builder.skip("non_integer_votes", f"{where}: votes {counts.tolist()}")
             continue
         image = _pixels(pixels)
         if image is None:

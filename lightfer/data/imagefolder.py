@@ -8,11 +8,11 @@ repositories use other orders, so nothing is guessed from folder names).
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 
+from lightfer.data._layout import Tally, summarise
 from lightfer.errors import DatasetError
 from lightfer.labels import CLASSES
 
@@ -26,29 +26,60 @@ def scan_imagefolder(
 ) -> tuple[pa.Table, dict[str, object]]:
     """List the images under `root` as a manifest table (paths relative to `root`).
 
-    Files that are not images by suffix are counted and named in the summary, never mixed
-    into the manifest; whether an image decodes is the align stage's business.
+    Every entry that does not become a row is counted by reason and named in the summary,
+    never mixed into the manifest: `not_an_image` (suffix), `outside_class_folder` (a file
+    directly in a split folder, which has no class), `not_a_file` (a broken or looping
+    symbolic link, a socket, ...). Whether an image decodes is the align stage's business.
+
+    Returns:
+        The table, and a summary with `ignored_files` and `ignored_examples` (the
+        `not_an_image` files) and `_layout.summarise`'s counts, `skipped` included.
 
     Raises:
         DatasetError: a class folder is not in `classes`, or a split has no images.
     """
+    table, skipped = scan_class_folders(root, classes, splits)
+    not_images = skipped.report()["examples"].get("not_an_image", [])
+    summary = summarise(
+        "ImageFolder",
+        table,
+        skipped,
+        ignored_files=skipped.counts["not_an_image"],
+        ignored_examples=not_images,
+    )
+    return table, summary
+
+
+def scan_class_folders(
+    root: Path, classes: dict[str, str], splits: dict[str, str]
+) -> tuple[pa.Table, Tally]:
+    """The manifest table of `root/<split folder>/<class folder>/<image>` and what was
+    skipped, by reason (see `scan_imagefolder`)."""
     rows: dict[str, list] = {k: [] for k in ("sample_id", "split", "path", "label", "source")}
-    ignored: list[str] = []
+    skipped = Tally()
     for split, folder in splits.items():
         split_dir = root / folder
-        found = sorted(p for p in split_dir.iterdir() if p.is_dir())
+        entries = sorted(split_dir.iterdir())
+        found = [p for p in entries if p.is_dir()]
         unknown = [p.name for p in found if p.name not in classes]
         if unknown:
             raise DatasetError(
                 f"{split_dir} has class folders {unknown} that the class map does not name "
                 f"(it maps {sorted(classes)}); add them to datasets.<name>.classes or move them"
             )
+        for entry in entries:
+            if not entry.is_dir():
+                reason = "outside_class_folder" if entry.is_file() else "not_a_file"
+                skipped.add(reason, entry.relative_to(root).as_posix())
         count = 0
         for class_dir in found:
-            for file in sorted(p for p in class_dir.rglob("*") if p.is_file()):
+            for file in sorted(p for p in class_dir.rglob("*") if not p.is_dir()):
                 relative = file.relative_to(root).as_posix()
+                if not file.is_file():
+                    skipped.add("not_a_file", relative)
+                    continue
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    ignored.append(relative)
+                    skipped.add("not_an_image", relative)
                     continue
                 rows["sample_id"].append(relative)
                 rows["split"].append(split)
@@ -61,8 +92,7 @@ def scan_imagefolder(
                 f"{split_dir} holds no images in class folders; expected "
                 f"{split_dir}/<class folder>/<image>"
             )
-    for name in ignored:
-        logger.warning("ignoring %s: not an image file (suffix)", root / name)
+    skipped.log(logger, f"{root}: skipped")
     table = pa.table(
         {
             "sample_id": pa.array(rows["sample_id"], pa.string()),
@@ -72,9 +102,4 @@ def scan_imagefolder(
             "source_label": pa.array(rows["source"], pa.string()),
         }
     )
-    summary = {
-        "ignored_files": len(ignored),
-        "ignored_examples": ignored[:20],
-        "by_split": dict(Counter(rows["split"])),
-    }
-    return table, summary
+    return table, skipped

@@ -9,8 +9,7 @@
 Each label line is `<name>.jpg <code>` (the name has no `_aligned` suffix), the split is the
 name's prefix (`train` / `test`: 12,271 / 3,068 images in the real data) and codes 1..7 are
 Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral. The optional distribution file
-holds `<name>.jpg p1 ... p7` in the same 1..7 order. See
-/work/shared/reference/DATASETS.md, section 1.
+holds `<name>.jpg p1 ... p7` in the same 1..7 order.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from lightfer.data._layout import (
     missing,
     nested_hint,
     parse_int,
+    read_text,
 )
 from lightfer.labels import CLASSES
 
@@ -41,8 +41,8 @@ IMAGE_DIR = "Image/aligned"
 DISTRIBUTION_FILES = ("EmoLabel/distribution_basic.txt", "distribution_basic.txt")
 
 # RAF-DB code (1-based, as stored in list_patition_label.txt) -> canonical emotion.
-# DATASETS.md section 1: "1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness, 6 Anger,
-# 7 Neutral" (SCN, DAN, POSTER and RUL all read it so).
+# "1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness, 6 Anger, 7 Neutral": SCN, DAN,
+# POSTER and RUL all read it so.
 RAFDB_LABELS: dict[int, str] = {
     1: "surprise",
     2: "fear",
@@ -112,7 +112,7 @@ def scan_rafdb(root: Path) -> tuple[pa.Table, dict[str, Any]]:
     fallback = Tally()
     builder = ManifestBuilder("RAF-DB", logger, ("true_dist",) if dist_file else ())
     images = FileIndex(root)
-    lines = (root / LABEL_FILE).read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(root / LABEL_FILE).splitlines()
     for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:
@@ -160,7 +160,7 @@ def scan_rafdb(root: Path) -> tuple[pa.Table, dict[str, Any]]:
 def _read_distributions(path: Path) -> dict[str, np.ndarray | None]:
     """`<name>.jpg p1..p7` lines as canonical-order distributions (None: unusable values)."""
     distributions: dict[str, np.ndarray | None] = {}
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
+    for line in read_text(path).splitlines():
         name, *fields = line.split() or [""]
         try:
             values = np.array([float(v) for v in fields])

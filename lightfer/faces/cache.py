@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from lightfer.errors import ImageReadError, StageOutputError
+from lightfer.errors import DatasetError, ImageReadError, StageOutputError
 from lightfer.faces.align import (
     AlignSpec,
     align_face,
@@ -383,8 +383,14 @@ def build_face_cache(
     if work_dir is not None:
         shutil.move(work_dir / CACHE_FILE, out_dir / CACHE_FILE)
     table = out.table(manifest)
+    summary = summarise(table)
+    if not summary["ok"]:  # a cache of no faces would only fail later, far from the cause
+        raise DatasetError(
+            f"no usable face among the {summary['total']} images under {manifest.image_root}: "
+            f"{summary['by_status']}; check the dataset root and the `align.detect` settings"
+        )
     pq.write_table(table, out_dir / TABLE_FILE, compression="zstd")
-    return summarise(table)
+    return summary
 
 
 def summarise(table: pa.Table) -> dict[str, object]:

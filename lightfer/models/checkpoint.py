@@ -32,6 +32,7 @@ head of another size is replaced by the model's new one and the backbone is load
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ __all__ = [
     "OFFICIAL_CLASS_ORDER",
     "Checkpoint",
     "check_class_order",
+    "check_inference_metadata",
     "load_checkpoint",
     "load_pretrained",
     "save_checkpoint",
@@ -194,8 +196,9 @@ def save_checkpoint(
         The path written.
 
     Raises:
-        CheckpointError: the class list does not fit the classifier, or the optimizer or
-            scheduler state holds objects `torch.load(weights_only=True)` cannot read.
+        CheckpointError: the class list does not fit the classifier, the metadata is
+            unusable (`check_inference_metadata`), or the optimizer or scheduler state holds
+            objects `torch.load(weights_only=True)` cannot read.
     """
     path = Path(path)
     model = _unwrap(model)
@@ -221,6 +224,13 @@ def save_checkpoint(
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "lr_scheduler": None if lr_scheduler is None else lr_scheduler.state_dict(),
     }
+    check_inference_metadata(
+        classes=payload["classes"],
+        image_size=payload["image_size"],
+        mean=payload["mean"],
+        std=payload["std"],
+        source=f"cannot save checkpoint {path}: it",
+    )
     _check_safe(payload, "the checkpoint", path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -231,6 +241,8 @@ def save_checkpoint(
 def _read(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); copy or create it again")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -241,7 +253,7 @@ def _read(path: Path) -> Any:
                 f"weights_only=False and re-save only its state_dict. Detail: {err}"
             ) from err
         raise _corrupted(path, err) from err
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
+    except Exception as err:  # garbage bytes fail anywhere in unpickling (struct.error, ...)
         raise _corrupted(path, err) from err
 
 
@@ -260,6 +272,68 @@ def _is_state_dict(value: Any) -> bool:
     )
 
 
+# The input sides a model may record; anything outside is a corrupted or foreign value.
+_IMAGE_SIZES = range(16, 4097)
+# Keys a project checkpoint must hold; the others (dataset, epoch, optimizer, lr_scheduler)
+# are optional.
+_REQUIRED = ("arch", "state_dict", "classes", "image_size", "mean", "std")
+
+
+def check_inference_metadata(
+    *, classes: Any, image_size: Any, mean: Any, std: Any, source: str | Path
+) -> tuple[tuple[str, ...], int, tuple[float, ...], tuple[float, ...]]:
+    """Validate what inference needs from a model file, and return it typed.
+
+    A standard deviation of zero (or a non-finite value) would turn every input into NaN
+    or infinity and every prediction into an arbitrary class, so it is refused here rather
+    than discovered in the outputs.
+
+    Args:
+        classes: class names in output order (unique, non-empty strings).
+        image_size: square input side, an integer in 16..4096.
+        mean: three finite per-channel means.
+        std: three finite, positive per-channel standard deviations.
+        source: the file, for the message.
+
+    Returns:
+        `(classes, image_size, mean, std)` as tuples of str, int and floats.
+
+    Raises:
+        CheckpointError: naming `source`, the field and the value.
+    """
+    problems = []
+    names = tuple(classes) if isinstance(classes, list | tuple) else ()
+    if (
+        not names
+        or not all(isinstance(c, str) and c for c in names)
+        or len(set(names)) < len(names)
+    ):
+        problems.append(f"classes {classes!r} (expected unique class names)")
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or image_size not in _IMAGE_SIZES
+    ):
+        problems.append(f"image_size {image_size!r} (expected an integer in 16..4096)")
+    values: dict[str, tuple[float, ...]] = {}
+    for name, given in (("mean", mean), ("std", std)):
+        try:
+            numbers = tuple(float(v) for v in given)
+        except (TypeError, ValueError):
+            numbers = ()
+        positive = name != "std" or all(v > 0 for v in numbers)
+        if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers) or not positive:
+            rule = "three finite values" + (" above 0" if name == "std" else "")
+            problems.append(f"{name} {given!r} (expected {rule})")
+        values[name] = numbers
+    if problems:
+        raise CheckpointError(
+            f"{source} records unusable metadata: {'; '.join(problems)}; re-save it from "
+            f"its training run with the dataset's normalisation"
+        )
+    return names, int(image_size), values["mean"], values["std"]
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a project checkpoint, an official EfficientFace/LDG file or a bare state_dict.
 
@@ -273,7 +347,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
     Raises:
         CheckpointError: the file is missing, truncated or corrupted, holds objects that
-            `weights_only` loading refuses, or has a layout none of the above.
+            `weights_only` loading refuses, has a layout none of the above, or is a project
+            checkpoint lacking a key or recording unusable metadata
+            (`check_inference_metadata`).
     """
     path = Path(path)
     raw = _read(path)
@@ -283,19 +359,38 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                 f"checkpoint {path} has format version {raw.get('version')!r}; this lightfer "
                 f"reads version {FORMAT_VERSION}; use the lightfer release that wrote it"
             )
+        absent = [key for key in _REQUIRED if key not in raw]
+        if absent:
+            raise CheckpointError(
+                f"checkpoint {path} is a lightfer checkpoint without {', '.join(absent)}; "
+                f"it was not written by save_checkpoint, or was edited; re-save it"
+            )
+        if not isinstance(raw["arch"], str) or not _is_state_dict(raw["state_dict"]):
+            raise CheckpointError(
+                f"checkpoint {path} records arch {raw['arch']!r} and a state_dict of type "
+                f"{type(raw['state_dict']).__name__}; expected a registry name and a mapping "
+                f"of tensors; re-save it with save_checkpoint"
+            )
+        classes, image_size, mean, std = check_inference_metadata(
+            classes=raw["classes"],
+            image_size=raw["image_size"],
+            mean=raw["mean"],
+            std=raw["std"],
+            source=f"checkpoint {path}",
+        )
         return Checkpoint(
             path=path,
             source="lightfer",
             state_dict=strip_wrapper_prefixes(raw["state_dict"]),
             arch=raw["arch"],
-            classes=tuple(raw["classes"]),
-            image_size=raw["image_size"],
-            mean=tuple(raw["mean"]),
-            std=tuple(raw["std"]),
-            dataset=raw["dataset"],
-            epoch=raw["epoch"],
-            optimizer=raw["optimizer"],
-            lr_scheduler=raw["lr_scheduler"],
+            classes=classes,
+            image_size=image_size,
+            mean=mean,
+            std=std,
+            dataset=raw.get("dataset"),
+            epoch=raw.get("epoch"),
+            optimizer=raw.get("optimizer"),
+            lr_scheduler=raw.get("lr_scheduler"),
         )
     weights = raw.get("state_dict") if isinstance(raw, Mapping) else None
     if weights is None and _is_state_dict(raw):
@@ -419,6 +514,9 @@ def load_pretrained(
         logger.info(
             "loaded the backbone of %s into %s; its %s-way classifier was replaced by a new "
             "%s-way one",
-            checkpoint.path, arch, checkpoint.head_size, num_classes,
-        )  # fmt: skip
+            checkpoint.path,
+            arch,
+            checkpoint.head_size,
+            num_classes,
+        )
     return checkpoint

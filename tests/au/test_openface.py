@@ -185,7 +185,7 @@ for image in sorted(fdir.iterdir()):
     header = ["face", "confidence"] + [a + "_r" for a in AUS] + [a + "_c" for a in PRESENCE]
     rows = [", ".join(header)]
     for face, level in enumerate(text.split()):
-        confidence = 0.5 + 0.1 * face
+        confidence = 0.9 + 0.05 * face
         values = [f"{{float(level) + 0.1 * k:.2f}}" for k in range(len(AUS))]
         rows.append(", ".join([str(face), f"{{confidence:.3f}}"] + values + ["1.0"] * 18))
     (out / f"{{image.stem}}.csv").write_text("\\n".join(rows) + "\\n")
@@ -268,3 +268,24 @@ def test_find_openface_prefers_the_configured_path_then_path(tmp_path, fake_open
     assert find_openface(None) == fake_openface
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert find_openface(None) is None
+
+
+def test_the_aux_stage_passes_the_configured_minimum_confidence(tmp_path, monkeypatch):
+    from lightfer.au import annotate as module
+    from lightfer.params import AuxParams
+
+    (tmp_path / "csvs" / "raf").mkdir(parents=True)
+    csv_dir = tmp_path / "csvs"
+    aux = AuxParams(backend="openface", openface_csv_dir=csv_dir, openface_min_confidence=0.9)
+    seen = {}
+    monkeypatch.setattr(module, "openface_aux", lambda images, **kw: seen.update(kw))
+
+    class _Manifest:
+        def __len__(self) -> int:
+            return 1
+
+        def image_path(self, row: int) -> Path:
+            return tmp_path / "a.png"
+
+    module.annotate(aux, manifest=_Manifest(), crops=None, faces=None, dataset="raf", seed=0)
+    assert seen == {"csv_dir": tmp_path / "csvs" / "raf", "min_confidence": 0.9}

@@ -84,8 +84,13 @@ def test_distribution_file_becomes_a_canonical_true_dist(tmp_path: Path, where: 
     root = _root(tmp_path, distribution=distribution, distribution_dir=where)
     table, summary = scan_rafdb(root)
     round_trip(table, summary, root, tmp_path)
-    dist = dict(zip(table.column("sample_id").to_pylist(),
-                    np.asarray(table.column("true_dist").to_pylist()), strict=True))  # fmt: skip
+    dist = dict(
+        zip(
+            table.column("sample_id").to_pylist(),
+            np.asarray(table.column("true_dist").to_pylist()),
+            strict=True,
+        )
+    )
     np.testing.assert_allclose(dist["train_00003"], [0.25, 0, 0, 0.75, 0, 0, 0], atol=1e-6)
     np.testing.assert_allclose(dist["train_00009"], [0.25, 0.75, 0, 0, 0, 0, 0], atol=1e-6)
     np.testing.assert_allclose(dist["train_00015"], [1, 0, 0, 0, 0, 0, 0], atol=1e-6)
@@ -126,3 +131,12 @@ def test_a_label_file_without_a_usable_line_is_an_error(tmp_path: Path) -> None:
     root = build_rafdb(tmp_path, [("train_00001.jpg", 0), ("train_00002.jpg", 9)])
     with pytest.raises(DatasetError, match=r"RAF-DB: no usable sample.*unknown_label"):
         scan_rafdb(root)
+
+
+def test_a_label_file_saved_as_utf16_with_a_bom_is_read_as_is(tmp_path):
+    root = build_rafdb(tmp_path / "raf", [("train_00001.jpg", 4), ("test_0001.jpg", 7)])
+    labels = root / "EmoLabel/list_patition_label.txt"
+    labels.write_bytes(labels.read_text().encode("utf-16"))  # what Notepad calls "Unicode"
+    table, summary = scan_rafdb(root)
+    assert table.column("sample_id").to_pylist() == ["train_00001", "test_0001"]
+    assert summary["skipped"]["total"] == 0

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from lightfer.errors import DatasetError
 from lightfer.faces.align import AlignSpec
 from lightfer.faces.cache import CACHE_FILE, PROGRESS_FILE, TABLE_FILE, build_face_cache
 from lightfer.faces.detect import DetectSpec, FaceDetector
@@ -207,3 +208,24 @@ def test_batches_on_the_gpu_find_the_faces_of_the_cpu(manifest, one_by_one, tmp_
         np.testing.assert_allclose(
             np.array(row["box"], float), np.array(cpu[name]["box"], float), atol=1.0, err_msg=name
         )
+
+
+def test_a_cache_of_no_usable_face_is_refused_with_the_counts(tmp_path):
+    for name, pixels in {"blank.png": np.full((64, 64, 3), 128, np.uint8)}.items():
+        Image.fromarray(pixels).save(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    names = ["blank.png", "broken.png"]
+    table = pa.table(
+        {
+            "sample_id": names,
+            "split": ["train"] * 2,
+            "path": names,
+            "label": pa.array([0, 1], pa.int8()),
+            "source_label": ["0", "1"],
+        }
+    )
+    write_manifest(tmp_path / "manifest.parquet", table, image_root=tmp_path, face_source="detect")
+    out_dir = tmp_path / "faces"
+    with pytest.raises(DatasetError, match=r"no usable face among the 2 images under .*\{"):
+        _build(read_manifest(tmp_path / "manifest.parquet"), out_dir, detect_batch_size=2)
+    assert not (out_dir / TABLE_FILE).exists()
