@@ -7,25 +7,41 @@ The LDL metrics compare predicted distributions with the true ones where a datas
 them (FER+ vote distributions): KL(true || pred), Chebyshev distance, cosine similarity and
 intersection, as in Geng's LDL survey, each averaged over samples, plus the accuracy
 against the true majority class.
+
+`evaluate_checkpoint` scores a trained model on a dataset's test split, and `seed_table`
+aggregates runs over seeds into the paper's Table 2 shape (min / median / max), which
+`lightfer.tables.table2` renders.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lightfer import catalog
 from lightfer.io import atomic_path
 from lightfer.labels import CLASSES
+from lightfer.splits import Splits
+from lightfer.training.data import make_loader
+from lightfer.training.loop import evaluate
+from lightfer.training.run import dataset_of, device, load_trained
 
 __all__ = [
+    "TABLE2_METRICS",
     "classification_metrics",
     "confusion_matrix",
+    "evaluate_checkpoint",
     "ldl_metrics",
+    "model_runs",
+    "seed_table",
+    "spread",
     "write_confusion_matrix_png",
 ]
 
@@ -167,3 +183,51 @@ def write_confusion_matrix_png(
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     return path
+
+
+# The metrics aggregated over seeds in Table 2.
+TABLE2_METRICS = ("accuracy", "mean_class_accuracy", "kl_divergence", "true_majority_accuracy")
+
+
+def evaluate_checkpoint(model_path: Path, splits: Splits, *, image_size: int) -> dict[str, Any]:
+    """A trained model's classification (and, with true distributions, LDL) test metrics.
+
+    Args:
+        model_path: a checkpoint written by a training stage.
+        splits: the dataset's splits; its test rows are scored.
+        image_size: the input size when the checkpoint records none.
+    """
+    model, checkpoint = load_trained(model_path)
+    on_gpu = device().type == "cuda"  # uint8 batches, normalised on the GPU: the same values
+    rows = dataset_of(splits, splits.test, checkpoint.image_size or image_size, on_device=on_gpu)
+    loader = make_loader(rows, batch_size=256, train=False, pin_memory=on_gpu)
+    result = evaluate(model, loader, device())
+    metrics = classification_metrics(result["probs"], result["labels"], CLASSES)
+    if splits.true_dist is not None:
+        metrics.update(ldl_metrics(result["probs"], splits.true_dist[result["rows"]]))
+    return metrics
+
+
+def model_runs(regimes: Sequence[str], seeds: Sequence[int]) -> dict[str, list[str]]:
+    """Model runs grouped as the paper's Table 2 rows: the LDG, then EF per regime."""
+    groups = {catalog.LDG_RUN: [catalog.LDG_RUN]}
+    for regime in regimes:
+        groups[f"ef-{regime}"] = [catalog.ef_run_name(regime, seed) for seed in seeds]
+    return groups
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Min, median and max of one metric over runs (the paper's Table 2 cells)."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def seed_table(
+    groups: Mapping[str, Sequence[str]], per_run: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per group, the `spread` of each `TABLE2_METRICS` entry its runs have, and `runs`."""
+    table = {}
+    for group, runs in groups.items():
+        present = [key for key in TABLE2_METRICS if key in per_run[runs[0]]]
+        row: dict[str, Any] = {key: spread([per_run[r][key] for r in runs]) for key in present}
+        table[group] = row | {"runs": len(runs)}
+    return table

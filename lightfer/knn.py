@@ -1,7 +1,7 @@
 """The AU-space neighbour graph: approximate K nearest neighbours with NGT, and edge weights.
 
 Training pulls each image's prediction toward those of its K nearest neighbours in Action
-Unit space, weighted by `a_ij = exp(-d_ij / sigma^2)` (METHOD.md, eq. 5). The lists are
+Unit space, weighted by `a_ij = exp(-d_ij / sigma^2)` (docs/method.md, eq. 5). The lists are
 computed once, offline: `standardise` the AU vectors, put them in `locality_order`,
 `build_index` (an NGT ANNG graph on disk), `query_neighbours` for every point with the
 point itself excluded (`approximate_neighbours` does these three), `edge_weights`, and keep
@@ -44,16 +44,22 @@ import math
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import ngtpy
 import numpy as np
 
+from lightfer.au import OK, AuxVectors
+from lightfer.au.analysis import neighbour_agreement
 from lightfer.errors import StageOutputError
 from lightfer.io import atomic_path
+from lightfer.params import KnnParams
+from lightfer.sample_ids import align_to_cache
+from lightfer.splits import Splits
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +78,11 @@ __all__ = [
     "exact_neighbours",
     "locality_order",
     "query_neighbours",
+    "read_graph",
     "recall_at_k",
     "standardise",
+    "training_graph",
+    "write_graph",
 ]
 
 EDGE_SIZE_FOR_CREATION = 10
@@ -641,11 +650,19 @@ class NeighbourGraph:
             )
         return self.indices[positions], self.weights[positions]
 
-    def save(self, path: Path) -> None:
-        """Write the graph to one `.npz` file, atomically (a temporary, then a rename)."""
+    def save(self, path: Path, *, sample_ids: Sequence[str] | None = None) -> None:
+        """Write the graph to one `.npz` file, atomically (a temporary, then a rename).
+
+        With `sample_ids` (one per dataset row), the file also records the sample_id of
+        each point, so that `read_graph` can join it to a face cache by id.
+        """
+        extra = {}
+        if sample_ids is not None:
+            extra["sample_ids"] = np.asarray([str(sample_ids[row]) for row in self.rows])
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(
                 handle,
+                **extra,
                 format=np.array(GRAPH_FORMAT),
                 version=np.array(GRAPH_VERSION),
                 rows=self.rows,
@@ -700,6 +717,119 @@ class NeighbourGraph:
             raise StageOutputError(
                 f"{path} is an inconsistent neighbour graph ({err}); {hint}"
             ) from None
+
+
+def write_graph(path: Path, graph: NeighbourGraph, sample_ids: Sequence[str]) -> None:
+    """Write `graph` with the sample_id of each of its points (`sample_ids`: per dataset row)."""
+    graph.save(path, sample_ids=sample_ids)
+
+
+def read_graph(path: Path, *, sample_ids: Sequence[str], cache: Path) -> NeighbourGraph:
+    """A graph `write_graph` wrote, its rows and neighbours renumbered to a face cache's rows.
+
+    The points are matched by sample_id (`lightfer.sample_ids.align_to_cache`), so a face
+    cache whose rows were reordered gets the graph of its own samples.
+
+    Args:
+        path: the graph file.
+        sample_ids: the face cache's sample_id per row.
+        cache: the face cache's folder (for messages).
+
+    Raises:
+        StageOutputError: the file is missing or unreadable, records no sample_ids, or
+            holds samples the face cache does not.
+    """
+    graph = NeighbourGraph.load(path)
+    with np.load(path, allow_pickle=False) as data:
+        stored = data["sample_ids"].tolist() if "sample_ids" in data.files else None
+    if stored is None:
+        raise StageOutputError(f"{path} records no sample_ids; re-run the knn stage")
+    positions = align_to_cache(
+        stored, sample_ids, table=path, cache=cache, required=np.zeros(len(sample_ids), bool)
+    )
+    new_row = np.full(int(max(graph.rows.max(), graph.indices.max())) + 1, -1, np.int64)
+    held = np.flatnonzero(positions >= 0)
+    new_row[graph.rows[positions[held]]] = held
+    indices = new_row[graph.indices]
+    if (indices < 0).any():
+        raise StageOutputError(f"{path} has neighbours that are not its points; re-run knn")
+    return NeighbourGraph(
+        rows=new_row[graph.rows],
+        indices=indices,
+        distances=graph.distances,
+        weights=graph.weights,
+        sigma=graph.sigma,
+        kernel=graph.kernel,
+        k=graph.k,
+        recall=graph.recall,
+    )
+
+
+def training_graph(
+    vectors: AuxVectors,
+    splits: Splits,
+    *,
+    knn: KnnParams,
+    threads: int,
+    seed: int,
+    index_dir: Path | None = None,
+) -> tuple[NeighbourGraph, dict[str, Any]]:
+    """The graph over the training faces that have an auxiliary vector, and its report.
+
+    Args:
+        vectors: one auxiliary vector per face-cache row.
+        splits: the dataset's splits; the graph covers the training split.
+        knn: the graph's settings.
+        threads: threads for NGT.
+        seed: seed of the recall sample and of the agreement's chance baseline.
+        index_dir: where to keep the NGT index (None: a temporary folder).
+
+    Returns:
+        The graph (its rows are cache rows) and a report: the points in it, recall@K, the
+        kernel width, and the neighbour agreement (does a face's neighbourhood share its
+        label?), the figure that predicts whether the AU term can help.
+
+    Raises:
+        StageOutputError: too few training faces have a vector for K neighbours.
+    """
+    train = splits.train
+    usable = vectors.status[train] == OK
+    rows = train[usable]
+    if len(rows) <= knn.k:
+        raise StageOutputError(
+            f"only {len(rows)} training faces have a {vectors.backend} vector, too few for "
+            f"k={knn.k}; see reports/<dataset>/aux.json for why the others have none"
+        )
+    graph = build_graph(
+        vectors.values[rows],
+        rows,
+        k=knn.k,
+        standardise=knn.standardise,
+        kernel=knn.kernel,
+        sigma=knn.sigma,
+        epsilon=knn.epsilon,
+        threads=threads,
+        index_dir=index_dir,
+        recall_sample=knn.recall_sample,
+        seed=seed,
+    )
+    report = {
+        "backend": vectors.backend,
+        "dimensions": len(vectors.names),
+        "train_faces": len(train),
+        "in_graph": len(rows),
+        "without_vector": int((~usable).sum()),
+        "k": knn.k,
+        "kernel": graph.kernel,
+        "sigma": None if graph.sigma is None else float(graph.sigma),  # None: uniform kernel
+        "recall_at_k": graph.recall,
+        "mean_weight": float(graph.weights.mean()),
+    }
+    agreement = neighbour_agreement(
+        rows, graph.indices, splits.labels, true_dist=splits.true_dist, seed=seed
+    )
+    report.update(agreement)
+    return graph, report
 
 
 def build_graph(

@@ -1,6 +1,8 @@
-"""One thin module per DAG node: read params, call `lightfer`, write the declared outputs.
+"""One thin module per DAG node: parse arguments, call `lightfer`, write the declared outputs.
 
-`dvc.yaml` runs them as `python -m stages.<name> --dataset <name>`; the Prefect flow in
-`pipeline/` calls the same `run` functions. Each module declares its dependencies, params
-and outputs in a `StageSpec` so that a test can hold `dvc.yaml` and the flow to one DAG.
+`dvc.yaml` is the one description of the DAG (each stage's command, deps, params and
+outputs); it runs a stage as `python -m stages.<module> --dataset <name> ...`, and the
+Prefect flow calls the same module's `main(argv)` with that command's arguments. No stage
+module imports another: what stages share lives in the library (`lightfer.stage` for the
+entry point, `lightfer.catalog` for the paths).
 """

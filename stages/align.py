@@ -1,10 +1,11 @@
 """align: crop every face onto the template and cache the crops for training.
 
-The cache is built in `.runs/<stage run>/<fingerprint>/`, outside DVC's outputs (DVC
+The cache is built in `.runs/align@<dataset>/<fingerprint>/`, outside DVC's outputs (DVC
 deletes those before a run), and checkpointed there every `CHECKPOINT_SECONDS`; the
-fingerprint covers the stage's params and dependency contents (`stages.fingerprint`), so
-a killed run resumes when started again with the same inputs and starts afresh when they
-changed. Only the finished cache moves into `data/<dataset>/faces/`.
+fingerprint covers the `align` params, the prepared data and the lightfer code
+(`lightfer.fingerprint`), so a killed run resumes when started again with the same ones
+and starts afresh when they changed. Only the finished cache moves into
+`data/<dataset>/faces/`.
 """
 
 from __future__ import annotations
@@ -17,31 +18,27 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lightfer import catalog
 from lightfer.faces.cache import build_face_cache
+from lightfer.fingerprint import run_fingerprint
 from lightfer.io import atomic_path, remove_stale_temporaries, write_json
 from lightfer.manifest import read_manifest
 from lightfer.params import Params
-from stages.common import StageSpec, stage_main
-from stages.fingerprint import stage_fingerprint
-from stages.prepare import MANIFEST, prepared_dir
+from lightfer.stage import DATASET, stage_main
 
 logger = logging.getLogger("lightfer.stages.align")
 
-RUNS_DIR = ".runs"
 CHECKPOINT_SECONDS = 60.0
-
-
-def faces_dir(root: Path, dataset: str) -> Path:
-    return root / "data" / dataset / "faces"
 
 
 def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
     """Write `data/<dataset>/faces/` (faces.npy + faces.parquet) and the summary metrics."""
-    manifest = read_manifest(prepared_dir(root, dataset) / MANIFEST)
-    out_dir = faces_dir(root, dataset)
+    manifest = read_manifest(catalog.manifest_path(root, dataset))
+    out_dir = catalog.faces_dir(root, dataset)
     remove_stale_temporaries(out_dir.parent)
-    stage_run = STAGE.expand(dataset=dataset)
-    work_dir = root / RUNS_DIR / stage_run.name / stage_fingerprint(stage_run, root, params)[:16]
+    settings = {"align": params.align.model_dump(mode="json")}
+    fingerprint = run_fingerprint(settings, [catalog.prepared_dir(root, dataset)])
+    work_dir = catalog.run_state_dir(root, catalog.stage_run_name("align", dataset), fingerprint)
     with (
         atomic_path(out_dir) as tmp,
         tqdm(total=len(manifest), desc="align", unit="img", file=sys.stderr) as bar,
@@ -59,23 +56,24 @@ def run(params: Params, root: Path, *, dataset: str) -> dict[str, Any]:
             checkpoint_seconds=CHECKPOINT_SECONDS,
             progress=bar.update,
         )
-    write_json(root / "reports" / dataset / "align.json", summary)
+    write_json(catalog.stage_metrics_path(root, dataset, "align"), summary)
     shutil.rmtree(work_dir.parent)
     if summary["skipped"]:
-        logger.warning("%s: %d of %d samples skipped: %s", dataset, summary["skipped"],
-                       summary["total"], summary["by_status"])  # fmt: skip
+        logger.warning(
+            "%s: %d of %d samples skipped: %s",
+            dataset,
+            summary["skipped"],
+            summary["total"],
+            summary["by_status"],
+        )
     logger.info("aligned %s: %d faces", dataset, summary["ok"])
     return summary
 
 
-STAGE = StageSpec(
-    name="align",
-    deps=("stages/align.py", "stages/prepare.py", "lightfer/faces", "lightfer/images.py",
-          "lightfer/manifest.py", "data/{dataset}/prepared"),
-    outs=("data/{dataset}/faces", "reports/{dataset}/align.json"),
-    params=("align",),
-    run=run,
-)  # fmt: skip
+def main(argv: list[str] | None = None) -> int:
+    """`python -m stages.align --dataset NAME [--params FILE]`."""
+    return stage_main("align", run, argv, options=(DATASET,))
+
 
 if __name__ == "__main__":
-    raise SystemExit(stage_main(STAGE))
+    raise SystemExit(main())

@@ -7,10 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lightfer import catalog
 from lightfer.bench import format_markdown, run_benchmark
 from lightfer.io import atomic_path, write_json
 from lightfer.params import Params
-from stages.common import StageSpec, stage_main
+from lightfer.stage import stage_main
 
 logger = logging.getLogger("lightfer.stages.bench")
 
@@ -33,22 +34,17 @@ def run(params: Params, root: Path) -> dict[str, Any]:
             num_threads=spec.threads,
             seed=params.base.seed,
         )
-    out = root / "reports" / "bench"
-    with atomic_path(out / "bench.md") as tmp:
+    with atomic_path(catalog.bench_table_path(root)) as tmp:
         tmp.write_text(format_markdown(results))
-    write_json(out / "bench.json", results)
-    logger.info("benchmark written to %s", out)
+    write_json(catalog.bench_metrics_path(root), results)
+    logger.info("benchmark written to %s", catalog.bench_dir(root))
     return results
 
 
-STAGE = StageSpec(
-    name="bench",
-    deps=("stages/bench.py", "lightfer/bench.py", "lightfer/export.py", "lightfer/models"),
-    outs=("reports/bench/bench.md", "reports/bench/bench.json"),
-    params=("base.seed", "bench"),
-    run=run,
-    axes=(),
-)
+def main(argv: list[str] | None = None) -> int:
+    """`python -m stages.bench [--params FILE]`."""
+    return stage_main("bench", run, argv)
+
 
 if __name__ == "__main__":
-    raise SystemExit(stage_main(STAGE))
+    raise SystemExit(main())

@@ -10,74 +10,38 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from lightfer.knn import NeighbourGraph
-from lightfer.losses import AUNeighbourKL, ldl_au_regime
+from lightfer import catalog
+from lightfer.knn import read_graph
 from lightfer.params import Params
-from lightfer.training.neighbours import dense_neighbour_table
-from stages.common import StageRun, StageSpec, stage_main
-from stages.knn import read_graph
-from stages.soft_labels import read_soft_labels
-from stages.train_ef import run_name, train_ef
-from stages.training import Splits, load_splits
-
-REGIME = "ldl_au"
-
-
-def train_au(
-    params: Params,
-    root: Path,
-    *,
-    run: StageRun,
-    dataset: str,
-    name: str,
-    seed: int,
-    splits: Splits,
-    graph: NeighbourGraph,
-    **paths: Path,
-) -> dict[str, Any]:
-    """Train one EfficientFace with the AU-neighbour term over `graph` (see `train_ef`)."""
-    neighbours, weights = dense_neighbour_table(
-        len(splits.crops), graph.rows, graph.indices, graph.weights
-    )
-    source = params.au_loss.source
-    init = None
-    if source != "batch":  # the bank starts from, and `ldg` is, the cached LDG soft labels
-        init = torch.from_numpy(read_soft_labels(root, dataset, len(splits.crops)))
-    term = AUNeighbourKL(neighbours, weights, source=source, init=init)
-    return train_ef(
-        params, root, run=run, dataset=dataset, name=name, seed=seed, splits=splits,
-        regime=ldl_au_regime(params.au_loss.weight, term),
-        neighbours=neighbours if source == "batch" else None, **paths,
-    )  # fmt: skip
+from lightfer.splits import load_splits
+from lightfer.stage import DATASET, SEED, stage_main
+from lightfer.training.run import AU_REGIME, train_efficientface
 
 
 def run(params: Params, root: Path, *, dataset: str, seed: int) -> dict[str, Any]:
     """Train `models/<dataset>/ef-ldl_au-seed<k>.pt` on the dataset's neighbour graph."""
-    return train_au(
-        params, root, run=STAGE.expand(dataset=dataset, seed=seed), dataset=dataset,
-        name=run_name(REGIME, seed), seed=seed, splits=load_splits(params, root, dataset),
-        graph=read_graph(root, dataset),
-    )  # fmt: skip
+    splits = load_splits(params, root, dataset)
+    graph_file = catalog.graph_path(root, dataset)
+    name = catalog.ef_run_name(AU_REGIME, seed)
+    return train_efficientface(
+        params,
+        root,
+        stage_run=catalog.stage_run_name("train-ef-au", dataset, seed),
+        dataset=dataset,
+        regime=AU_REGIME,
+        seed=seed,
+        splits=splits,
+        model_path=catalog.model_path(root, dataset, name),
+        logs=catalog.training_log_paths(root, dataset, name),
+        graph=read_graph(graph_file, sample_ids=splits.sample_ids, cache=splits.cache),
+        inputs=[graph_file],
+    )
 
 
-STAGE = StageSpec(
-    name="train-ef-au",
-    deps=("stages/train_ef_au.py", "stages/train_ef.py", "stages/training.py",
-          "stages/fingerprint.py", "stages/soft_labels.py", "stages/knn.py",
-          "lightfer/training", "lightfer/losses.py", "lightfer/models", "lightfer/knn.py",
-          "data/{dataset}/faces", "data/{dataset}/prepared",
-          "data/{dataset}/soft_labels.parquet", "models/{dataset}/ldg.pt",
-          "data/{dataset}/knn"),
-    outs=("models/{dataset}/ef-ldl_au-seed{seed}.pt",
-          "reports/{dataset}/train/ef-ldl_au-seed{seed}.csv",
-          "reports/{dataset}/train/ef-ldl_au-seed{seed}.json"),
-    params=("base.seed", "align.crop_size", "train.val_fraction", "train.ef", "soft_labels",
-            "au_loss"),
-    run=run,
-    axes=("dataset", "seed"),
-)  # fmt: skip
+def main(argv: list[str] | None = None) -> int:
+    """`python -m stages.train_ef_au --dataset NAME --seed K [--params FILE]`."""
+    return stage_main("train-ef-au", run, argv, options=(DATASET, SEED))
+
 
 if __name__ == "__main__":
-    raise SystemExit(stage_main(STAGE))
+    raise SystemExit(main())

@@ -12,9 +12,12 @@ from lightfer.evaluation import (
     classification_metrics,
     confusion_matrix,
     ldl_metrics,
+    model_runs,
+    seed_table,
     write_confusion_matrix_png,
 )
 from lightfer.labels import CLASSES
+from lightfer.tables import table2
 
 C = 7
 
@@ -67,8 +70,10 @@ def test_ldl_metrics_match_numpy(kind):
     logits = rng.normal(size=true.shape)
     pred = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     metrics = ldl_metrics(pred, true)
-    kl = [sum(t * np.log(t / p) for t, p in zip(ts, ps, strict=True) if t > 0)
-          for ts, ps in zip(true, pred, strict=True)]  # fmt: skip
+    kl = [
+        sum(t * np.log(t / p) for t, p in zip(ts, ps, strict=True) if t > 0)
+        for ts, ps in zip(true, pred, strict=True)
+    ]
     assert metrics["kl_divergence"] == pytest.approx(np.mean(kl))
     assert metrics["kl_divergence"] > 0
     assert metrics["chebyshev"] == pytest.approx(np.mean(np.max(np.abs(pred - true), 1)))
@@ -93,3 +98,22 @@ def test_confusion_matrix_png(tmp_path):
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 300 and image.height > 300
     assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]
+
+
+def test_seed_table_spreads_each_metric_over_a_groups_runs():
+    groups = model_runs(["sll"], [0, 1, 2])
+    assert groups == {"ldg": ["ldg"], "ef-sll": ["ef-sll-seed0", "ef-sll-seed1", "ef-sll-seed2"]}
+    per_run = {"ldg": {"accuracy": 0.6}} | {
+        run: {"accuracy": acc, "kl_divergence": 0.5}
+        for run, acc in zip(groups["ef-sll"], (0.4, 0.5, 0.45), strict=True)
+    }
+    table = seed_table(groups, per_run)
+    assert table["ef-sll"] == {
+        "accuracy": {"min": 0.4, "median": 0.45, "max": 0.5},
+        "kl_divergence": {"min": 0.5, "median": 0.5, "max": 0.5},
+        "runs": 3,
+    }
+    markdown = table2("synthetic", {"test_samples": 20, "table": table})
+    assert "runs: LDG 1, EF SLL 3" in markdown
+    assert "| LDG | 1 | 60.00 / 60.00 / 60.00 | – | – | +15.00 |" in markdown
+    assert "| EF SLL | 3 | 40.00 / 45.00 / 50.00 | – | 0.500 / 0.500 / 0.500 | – |" in markdown

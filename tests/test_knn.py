@@ -195,6 +195,26 @@ def test_a_corrupt_or_foreign_graph_file_is_refused_with_a_clear_message(tmp_pat
         knn.NeighbourGraph.load(tmp_path / "missing.npz")
 
 
+def test_a_graph_follows_its_samples_into_a_reordered_face_cache(tmp_path) -> None:
+    """The graph file keeps each point's sample_id; a cache in another order gets the
+    graph of its own samples, renumbered, and a cache of other samples is refused."""
+    ids = [f"s{row}" for row in range(50)]
+    graph = _graph()
+    knn.write_graph(tmp_path / "graph.npz", graph, ids)
+    order = np.random.default_rng(0).permutation(50)  # new row i holds old row order[i]
+    reordered = [ids[old] for old in order]
+    loaded = knn.read_graph(tmp_path / "graph.npz", sample_ids=reordered, cache=tmp_path)
+    new_row = np.argsort(order)
+    np.testing.assert_array_equal(loaded.rows, new_row[graph.rows])
+    np.testing.assert_array_equal(loaded.indices, new_row[graph.indices])
+    np.testing.assert_array_equal(loaded.weights, graph.weights)
+    with pytest.raises(StageOutputError, match=r"holds 1 sample_ids that the face cache"):
+        knn.read_graph(tmp_path / "graph.npz", sample_ids=ids[:42], cache=tmp_path)
+    graph.save(tmp_path / "anonymous.npz")
+    with pytest.raises(StageOutputError, match="records no sample_ids; re-run the knn stage"):
+        knn.read_graph(tmp_path / "anonymous.npz", sample_ids=ids, cache=tmp_path)
+
+
 def test_lookup_maps_dataset_rows_to_neighbour_rows_and_weights() -> None:
     graph = _graph()
     neighbours, weights = graph.lookup(np.array([7, 10, 7]))

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from lightfer.faces.detect import FaceDetector
 from stages import align
-from stages.common import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     FaceDetector.detect_batch = recorded
     align.CHECKPOINT_SECONDS = 0.0
-    return stage_main(align.STAGE, ["--dataset", args.dataset])
+    return align.main(["--dataset", args.dataset])
 
 
 if __name__ == "__main__":

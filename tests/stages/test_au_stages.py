@@ -4,15 +4,21 @@ study, study-summary and aux-analysis."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import yaml
 
+from lightfer import catalog
+from lightfer.au.annotate import annotate, noise_seed
+from lightfer.au.store import read_aux
 from lightfer.errors import AuxLabelError, ParamsError
+from lightfer.knn import read_graph
 from lightfer.labels import CLASSES
 from lightfer.models.checkpoint import load_checkpoint
 from lightfer.params import load_params, validate_params
+from lightfer.splits import load_splits
 from stages import (
     align,
     aux_analysis,
@@ -28,6 +34,8 @@ from stages import (
     train_ldg,
 )
 from tests.conftest import tiny_params
+from tests.stages.dvc_stages import dvc_stages
+from tests.stages.face_cache import reorder_face_cache
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +65,10 @@ def project(tmp_path_factory):
 
 
 def test_aux_labels_give_every_face_a_named_vector_or_a_status(project):
-    root, _ = project
-    vectors = aux_labels.read_aux(aux_labels.aux_path(root, "synthetic"))
+    root, params = project
+    splits = load_splits(params, root, "synthetic")
+    aux_file = catalog.aux_path(root, "synthetic")
+    vectors = read_aux(aux_file, sample_ids=splits.sample_ids, cache=splits.cache)
     assert vectors.backend == "geometry" and vectors.names[0].endswith("_geo")
     assert len(vectors) == 60 and vectors.ok.all()  # synthetic faces come with 68 landmarks
     report = json.loads((root / "reports/synthetic/aux.json").read_text())
@@ -66,8 +76,10 @@ def test_aux_labels_give_every_face_a_named_vector_or_a_status(project):
 
 
 def test_knn_graph_covers_the_training_faces_with_weights_in_unit_range(project):
-    root, _ = project
-    graph = knn.read_graph(root, "synthetic")
+    root, params = project
+    splits = load_splits(params, root, "synthetic")
+    graph_file = catalog.graph_path(root, "synthetic")
+    graph = read_graph(graph_file, sample_ids=splits.sample_ids, cache=splits.cache)
     assert graph.indices.shape == (len(graph.rows), 4)
     assert set(graph.indices.ravel()) <= set(graph.rows)  # neighbours are training faces
     assert not (graph.indices == graph.rows[:, None]).any()  # self excluded
@@ -75,6 +87,37 @@ def test_knn_graph_covers_the_training_faces_with_weights_in_unit_range(project)
     report = json.loads((root / "reports/synthetic/knn.json").read_text())
     assert 0 <= report["label_agreement"] <= 1 and report["recall_at_k"] >= 0.9
     assert (root / "data/synthetic/knn/ngt").is_dir()
+
+
+def test_a_uniform_kernel_graph_reports_no_sigma(project, tmp_path):
+    root, params = project
+    copy = tmp_path / "project"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".runs", "models", "reports"))
+    uniform = params.model_copy(update={"knn": params.knn.model_copy(update={"kernel": "uniform"})})
+    knn.run(uniform, copy, dataset="synthetic")
+    report = json.loads((copy / "reports/synthetic/knn.json").read_text())
+    assert report["kernel"] == "uniform" and report["sigma"] is None
+
+
+def test_aux_vectors_and_graph_follow_a_reordered_face_cache_by_sample_id(project, tmp_path):
+    root, params = project
+    copy = tmp_path / "project"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".runs", "models", "reports"))
+    order = np.random.default_rng(0).permutation(60)
+    reorder_face_cache(copy / "data/synthetic/faces", order)
+    joined = {}
+    for where in (root, copy):
+        splits = load_splits(params, where, "synthetic")
+        ids = dict(sample_ids=splits.sample_ids, cache=splits.cache)
+        vectors = read_aux(catalog.aux_path(where, "synthetic"), **ids)
+        graph = read_graph(catalog.graph_path(where, "synthetic"), **ids)
+        named = splits.sample_ids
+        edges = {named[r]: list(named[graph.indices[i]]) for i, r in enumerate(graph.rows)}
+        joined[where] = vectors, edges, splits
+    (before, graph_before, splits), (after, graph_after, reordered) = joined.values()
+    np.testing.assert_array_equal(after.values, before.values[order])
+    np.testing.assert_array_equal(reordered.sample_ids, splits.sample_ids[order])
+    assert graph_after == graph_before  # each sample keeps its own neighbours
 
 
 def test_ldl_au_model_and_its_evaluation(project):
@@ -93,9 +136,8 @@ def test_study_runs_and_summary_table(project):
     assert run["noise"] == 2.0 and 0 <= run["test"]["accuracy"] <= 1
     assert (root / "models/study/synthetic/noise0.0-seed0.pt").is_file()
     rows = json.loads((root / "reports/synthetic/study.json").read_text())["rows"]
-    assert [(r["aux"], r["noise"]) for r in rows] == [
-        ("none (ldl)", None), ("geometry", None), ("oracle", 0.0), ("oracle", 2.0),
-    ]  # fmt: skip
+    expected = [("none (ldl)", None), ("geometry", None), ("oracle", 0.0), ("oracle", 2.0)]
+    assert [(r["aux"], r["noise"]) for r in rows] == expected
     clean, noisy = rows[2], rows[3]
     # Noise makes AU neighbours less likely to share a label (the study's premise).
     assert clean["label_agreement"] > noisy["label_agreement"]
@@ -133,20 +175,22 @@ def test_openface_backend_without_binary_says_what_to_do(project, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     aux = params.aux.model_copy(update={"backend": "openface"})
     with pytest.raises(AuxLabelError, match="openface_csv_dir"):
-        aux_labels.annotate(aux, manifest=None, crops=None, faces=None, dataset="x", seed=0)
+        annotate(aux, manifest=None, crops=None, faces=None, dataset="x", seed=0)
 
 
 def test_noise_levels_draw_independent_noise_shared_by_seeds(project):
     _, params = project
-    seeds = {study.noise_seed(params, noise) for noise in (0.0, 0.5, 1.5)}
+    seeds = {noise_seed(params.base.seed, noise) for noise in (0.0, 0.5, 1.5)}
     assert len(seeds) == 3
-    assert np.isfinite(study.noise_seed(params, 0.5))
+    assert np.isfinite(noise_seed(params.base.seed, 0.5))
 
 
-def test_every_declared_output_of_the_au_stages_is_written(project):
+def test_every_declared_output_of_the_au_stages_is_written(project, tmp_path):
     """What dvc.yaml promises: DVC fails a stage whose declared output is missing."""
-    root, params = project
-    for spec in (aux_labels, knn, train_ef_au, study, study_summary, aux_analysis):
-        for run in spec.STAGE.expand_all(params):
-            missing = [out for out in run.outs if not (root / out).exists()]
-            assert not missing, (run.name, missing)
+    root, _ = project
+    au_stages = {"aux-labels", "knn", "train-ef-au", "study", "study-summary", "aux-analysis"}
+    stages = [s for s in dvc_stages(tmp_path, root / "params.yaml") if s.stage in au_stages]
+    assert {stage.stage for stage in stages} == au_stages
+    for stage in stages:
+        missing = [out for out in stage.outs if not (root / out).exists()]
+        assert not missing, (stage.name, missing)

@@ -193,9 +193,7 @@ def test_the_stage_command_fails_fast_on_a_params_typo(tmp_path, write_params, c
     raw["base"]["sed"] = 1
     path = write_params(raw)
     with caplog.at_level(logging.ERROR):
-        assert (
-            prepare.STAGE and prepare_main(["--dataset", "synthetic", "--params", str(path)]) == 1
-        )
+        assert prepare.main(["--dataset", "synthetic", "--params", str(path)]) == 1
     assert "base.sed: unknown key; did you mean 'seed'?" in caplog.text
     assert not (tmp_path / "data").exists()
 
@@ -203,12 +201,6 @@ def test_the_stage_command_fails_fast_on_a_params_typo(tmp_path, write_params, c
 def test_the_stage_command_names_an_unknown_dataset(write_params, caplog):
     path = write_params(tiny_params())
     with caplog.at_level(logging.ERROR):
-        assert prepare_main(["--dataset", "rafdb", "--params", str(path)]) == 1
+        assert prepare.main(["--dataset", "rafdb", "--params", str(path)]) == 1
     assert "dataset 'rafdb' is not configured in" in caplog.text
     assert "; configured: synthetic" in caplog.text
-
-
-def prepare_main(argv: list[str]) -> int:
-    from stages.common import stage_main
-
-    return stage_main(prepare.STAGE, argv)

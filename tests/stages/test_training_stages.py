@@ -11,6 +11,8 @@ import sys
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -18,6 +20,8 @@ from lightfer.errors import StageOutputError
 from lightfer.labels import CLASSES
 from lightfer.models.checkpoint import load_checkpoint
 from lightfer.params import load_params
+from lightfer.splits import load_splits
+from lightfer.training.run import cached_soft_labels
 from stages import (
     align,
     aux_labels,
@@ -29,10 +33,14 @@ from stages import (
     train_ef_au,
     train_ldg,
 )
-from stages.training import load_splits
 from tests.conftest import PROJECT_ROOT, tiny_params
+from tests.stages.face_cache import reorder_face_cache
 
 pytestmark = pytest.mark.slow
+
+# dvc.yaml's command of train-ef@synthetic-sll-0, after `python`.
+TRAIN_EF_SLL = ["-m", "stages.train_ef", "--dataset", "synthetic", "--regime", "sll"]
+TRAIN_EF_SLL += ["--seed", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -63,24 +71,71 @@ def test_every_model_is_a_checkpoint_with_its_class_order(trained):
     assert not any((root / ".runs").iterdir()), "finished runs leave no resumable state"
 
 
+def stored_soft_labels(params, root):
+    return cached_soft_labels(root, "synthetic", load_splits(params, root, "synthetic"))
+
+
 def test_soft_labels_cover_every_face_and_report_confidence(trained):
-    root, _, _ = trained
-    soft = soft_labels.read_soft_labels(root, "synthetic", 60)
+    root, params, _ = trained
+    soft = stored_soft_labels(params, root)
     np.testing.assert_allclose(soft.sum(1), 1.0, atol=1e-5)
     report = json.loads((root / "reports/synthetic/soft_labels.json").read_text())
     assert set(report) >= {"mean_top_probability_train", "mean_top_probability_held_out"}
 
 
 def test_soft_labels_from_another_ldg_are_refused(trained):
-    root, _, _ = trained
+    root, params, _ = trained
     ldg = root / "models/synthetic/ldg.pt"
     original = ldg.read_bytes()
     try:
         ldg.write_bytes(original + b"\0")
         with pytest.raises(StageOutputError, match="re-run the soft-labels stage"):
-            soft_labels.read_soft_labels(root, "synthetic", 60)
+            stored_soft_labels(params, root)
     finally:
         ldg.write_bytes(original)
+
+
+def test_a_reordered_face_cache_is_joined_to_its_own_soft_labels(trained, tmp_path):
+    """Soft labels are keyed by sample_id: a cache in another order gets each sample's own
+    distribution back, in the new order (realigned, not refused: the ids say which is which)."""
+    root, params, _ = trained
+    project = tmp_path / "project"
+    shutil.copytree(root, project, ignore=shutil.ignore_patterns(".runs"))
+    order = np.random.default_rng(0).permutation(60)
+    reorder_face_cache(project / "data/synthetic/faces", order)
+    original = stored_soft_labels(params, root)
+    np.testing.assert_array_equal(stored_soft_labels(params, project), original[order])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda table: table.slice(1), "has no row for 1 samples of the face cache"),
+        (
+            lambda table: table.set_column(0, "sample_id", pa.array(["elsewhere"] * len(table))),
+            "repeats sample_ids",
+        ),
+        (
+            lambda table: table.set_column(
+                0, "sample_id", pa.array(["x/" + i for i in table.column(0).to_pylist()])
+            ),
+            "holds 60 sample_ids that the face cache",
+        ),
+    ],
+)
+def test_soft_labels_of_other_samples_are_refused_naming_both_files(
+    trained, tmp_path, edit, message
+):
+    root, params, _ = trained
+    project = tmp_path / "project"
+    shutil.copytree(root, project, ignore=shutil.ignore_patterns(".runs"))
+    path = project / "data/synthetic/soft_labels.parquet"
+    table = pq.read_table(path)
+    pq.write_table(edit(table).replace_schema_metadata(table.schema.metadata), path)
+    with pytest.raises(StageOutputError, match=message) as refused:
+        stored_soft_labels(params, project)
+    assert str(path) in str(refused.value)
+    assert str(project / "data/synthetic/faces") in str(refused.value)
 
 
 def test_evaluate_writes_the_table_and_confusion_matrices(trained):
@@ -92,7 +147,7 @@ def test_evaluate_writes_the_table_and_confusion_matrices(trained):
         assert sum(map(sum, run["confusion_matrix"])) == summary["test_samples"] == 20
     assert set(summary["table"]) == {"ldg", "ef-sll", "ef-ldl", "ef-ldl_au"}
     table = (root / "reports/synthetic/table2.md").read_text()
-    assert "| ef-ldl | 1 |" in table
+    assert "| EF LDL | 1 |" in table
     assert (root / "reports/synthetic/confusion/ef-ldl-seed0.png").stat().st_size > 1000
     metrics = json.loads((root / "reports/synthetic/train/ef-sll-seed0.json").read_text())
     assert metrics["selected_by"] == "val_accuracy"
@@ -104,10 +159,7 @@ def test_a_killed_training_stage_resumes_to_the_same_model(trained, tmp_path):
     root, _, _ = trained
     project = tmp_path / "project"
     shutil.copytree(root, project, ignore=shutil.ignore_patterns("ef-*", ".runs"))
-    command = [
-        sys.executable, "-m", "stages.train_ef", "--dataset", "synthetic", "--regime", "sll",
-        "--seed", "0", "--params", str(project / "params.yaml"),
-    ]  # fmt: skip
+    command = [sys.executable, *TRAIN_EF_SLL, "--params", str(project / "params.yaml")]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.Popen(command, cwd=project, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -132,11 +184,9 @@ def test_train_ef_runs_data_parallel_under_torchrun(trained, tmp_path):
     root, _, _ = trained
     project = tmp_path / "project"
     shutil.copytree(root, project, ignore=shutil.ignore_patterns("ef-*", ".runs"))
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "stages.train_ef", "--dataset", "synthetic", "--regime", "sll", "--seed", "0",
-        "--params", str(project / "params.yaml"),
-    ]  # fmt: skip
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    params_file = ["--params", str(project / "params.yaml")]
+    command = [sys.executable, *torchrun, *TRAIN_EF_SLL, *params_file]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
     subprocess.run(command, cwd=project, env=env, check=True, capture_output=True, timeout=300)
     checkpoint = load_checkpoint(project / "models/synthetic/ef-sll-seed0.pt")
@@ -181,8 +231,8 @@ def test_cross_fitted_soft_labels_come_from_ldgs_that_never_saw_the_image(traine
     params = load_params(project / "params.yaml")
     summary = soft_labels.run(params, project, dataset="synthetic")
     assert summary["folds"] == 2
-    crossed = soft_labels.read_soft_labels(project, "synthetic", 60)
-    plain = soft_labels.read_soft_labels(root, "synthetic", 60)
+    crossed = stored_soft_labels(params, project)
+    plain = stored_soft_labels(params, root)
     np.testing.assert_allclose(crossed.sum(1), 1.0, atol=1e-5)
     splits = load_splits(params, project, "synthetic")
     held_out = np.concatenate([splits.val, splits.test])

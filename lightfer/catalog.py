@@ -1,0 +1,197 @@
+"""Where every artefact of the pipeline lives, relative to a project root.
+
+The one place that names the data paths: stages and library code ask this module instead
+of joining path pieces themselves, and a test holds it to the outputs `dvc.yaml` declares.
+The training and study runs are named as DVC names their matrix outputs (`ef-sll-seed0`,
+`noise0.5-seed0`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Finished training runs and align keep no state here; killed ones resume from it.
+RUNS_DIR = ".runs"
+MANIFEST_FILE = "manifest.parquet"
+GRAPH_FILE = "graph.npz"
+
+
+# The data of one dataset, in DAG order.
+
+
+def dataset_dir(root: Path, dataset: str) -> Path:
+    """`data/<dataset>/`: every data artefact of one dataset."""
+    return root / "data" / dataset
+
+
+def prepared_dir(root: Path, dataset: str) -> Path:
+    """`prepare`'s output: the manifest and, where the stage writes them, the images."""
+    return dataset_dir(root, dataset) / "prepared"
+
+
+def manifest_path(root: Path, dataset: str) -> Path:
+    return prepared_dir(root, dataset) / MANIFEST_FILE
+
+
+def faces_dir(root: Path, dataset: str) -> Path:
+    """`align`'s face cache (`faces.npy` and `faces.parquet`)."""
+    return dataset_dir(root, dataset) / "faces"
+
+
+def aux_path(root: Path, dataset: str) -> Path:
+    """`aux-labels`' auxiliary vectors, keyed by sample_id."""
+    return dataset_dir(root, dataset) / "aux.parquet"
+
+
+def knn_dir(root: Path, dataset: str) -> Path:
+    """`knn`'s output: the neighbour graph and the NGT index beside it."""
+    return dataset_dir(root, dataset) / "knn"
+
+
+def graph_path(root: Path, dataset: str) -> Path:
+    return knn_dir(root, dataset) / GRAPH_FILE
+
+
+def ngt_index_dir(root: Path, dataset: str) -> Path:
+    return knn_dir(root, dataset) / "ngt"
+
+
+def soft_labels_path(root: Path, dataset: str) -> Path:
+    """`soft-labels`' cached LDG distributions, keyed by sample_id."""
+    return dataset_dir(root, dataset) / "soft_labels.parquet"
+
+
+# Models.
+
+LDG_RUN = "ldg"
+
+
+def models_dir(root: Path, dataset: str) -> Path:
+    return root / "models" / dataset
+
+
+def model_path(root: Path, dataset: str, run: str) -> Path:
+    """The checkpoint of a training run of the main DAG (`ldg` or `ef_run_name(...)`)."""
+    return models_dir(root, dataset) / f"{run}.pt"
+
+
+def ldg_path(root: Path, dataset: str) -> Path:
+    return model_path(root, dataset, LDG_RUN)
+
+
+def ef_run_name(regime: str, seed: int) -> str:
+    return f"ef-{regime}-seed{seed}"
+
+
+def ef_model_path(root: Path, dataset: str, regime: str, seed: int) -> Path:
+    return model_path(root, dataset, ef_run_name(regime, seed))
+
+
+def study_run_name(noise: float, seed: int) -> str:
+    return f"noise{noise}-seed{seed}"  # as DVC names the matrix outputs (noise0.0-seed0)
+
+
+def study_model_path(root: Path, dataset: str, noise: float, seed: int) -> Path:
+    return root / "models" / "study" / dataset / f"{study_run_name(noise, seed)}.pt"
+
+
+# Reports of one dataset.
+
+
+def reports_dir(root: Path, dataset: str) -> Path:
+    return root / "reports" / dataset
+
+
+def contact_sheet_path(root: Path, dataset: str) -> Path:
+    return reports_dir(root, dataset) / "contact_sheet.png"
+
+
+def stage_metrics_path(root: Path, dataset: str, metrics: str) -> Path:
+    """A per-dataset stage's metrics: `prepare`, `align`, `aux`, `knn`, `soft_labels`,
+    `evaluate`, `study` (the study's summary) or `aux_analysis`."""
+    return reports_dir(root, dataset) / f"{metrics}.json"
+
+
+def training_log_paths(root: Path, dataset: str, run: str) -> tuple[Path, Path]:
+    """A main-DAG training run's per-epoch history (`.csv`) and summary (`.json`)."""
+    folder = reports_dir(root, dataset) / "train"
+    return folder / f"{run}.csv", folder / f"{run}.json"
+
+
+def study_runs_dir(root: Path, dataset: str) -> Path:
+    return reports_dir(root, dataset) / "study"
+
+
+def study_log_paths(root: Path, dataset: str, noise: float, seed: int) -> tuple[Path, Path]:
+    """A study run's per-epoch history (`.csv`) and summary with test metrics (`.json`)."""
+    stem = study_runs_dir(root, dataset) / study_run_name(noise, seed)
+    # Not `with_suffix`: the stem holds a dot of its own (`noise0.5-seed0`).
+    return stem.parent / f"{stem.name}.csv", stem.parent / f"{stem.name}.json"
+
+
+def table2_path(root: Path, dataset: str) -> Path:
+    return reports_dir(root, dataset) / "table2.md"
+
+
+def confusion_dir(root: Path, dataset: str) -> Path:
+    return reports_dir(root, dataset) / "confusion"
+
+
+def confusion_path(root: Path, dataset: str, run: str) -> Path:
+    return confusion_dir(root, dataset) / f"{run}.png"
+
+
+def study_table_path(root: Path, dataset: str) -> Path:
+    return reports_dir(root, dataset) / "study.md"
+
+
+def aux_figures_dir(root: Path, dataset: str) -> Path:
+    """`aux-analysis`' t-SNE maps and heatmaps."""
+    return reports_dir(root, dataset) / "aux"
+
+
+def aux_figure_path(root: Path, dataset: str, kind: str, space: str) -> Path:
+    """A `tsne` or `heatmap` figure of one auxiliary space (`oracle@0.0` -> `oracle-0.0`)."""
+    return aux_figures_dir(root, dataset) / f"{kind}-{space.replace('@', '-')}.png"
+
+
+# Whole-project outputs.
+
+
+def bench_dir(root: Path) -> Path:
+    return root / "reports" / "bench"
+
+
+def bench_metrics_path(root: Path) -> Path:
+    return bench_dir(root) / "bench.json"
+
+
+def bench_table_path(root: Path) -> Path:
+    return bench_dir(root) / "bench.md"
+
+
+def report_path(root: Path) -> Path:
+    """The report lives outside `reports/`, which the report stage depends on as a whole."""
+    return root / "report" / "report.md"
+
+
+def report_figures_dir(root: Path) -> Path:
+    return root / "report" / "figures"
+
+
+def summary_path(root: Path) -> Path:
+    """The headline metrics (`lightfer.summary`), beside the report they summarise."""
+    return root / "report" / "summary.json"
+
+
+# Resumable state.
+
+
+def stage_run_name(stage: str, *values: object) -> str:
+    """An expanded stage as DVC names it: `bench`, `align@caer`, `train-ef@synthetic-sll-0`."""
+    return f"{stage}@{'-'.join(map(str, values))}" if values else stage
+
+
+def run_state_dir(root: Path, stage_run: str, fingerprint: str) -> Path:
+    """Where a resumable run keeps its state: `.runs/<stage run>/<fingerprint>/`."""
+    return root / RUNS_DIR / stage_run / fingerprint
