@@ -37,7 +37,8 @@ class AugmentConfig(BaseModel):
 class TrainConfig(BaseModel):
     """How a model is trained: optimiser, schedule, epochs, batches, augmentation, stopping.
 
-    Defaults follow METHOD.md's EfficientFace-on-RAF-DB row where it has one.
+    Defaults follow the paper's EfficientFace-on-RAF-DB row (docs/method.md, section 6)
+    where it has one.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -92,6 +93,11 @@ class TrainConfig(BaseModel):
     )
     pin_memory: Literal["auto"] | bool = Field(
         "auto", description="page-locked batches for asynchronous GPU copies; auto: on CUDA"
+    )
+    augment_on_device: Literal["auto"] | bool = Field(
+        "auto",
+        description="the loader yields uint8 crops and the device crops, flips and normalises "
+        "them (the same pixels as the CPU path); auto: on CUDA",
     )
     max_steps_per_epoch: int = Field(
         0,

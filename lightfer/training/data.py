@@ -1,8 +1,12 @@
 """Batches of face crops for training and evaluation, read from the aligned-face cache.
 
 The cache (`lightfer.faces.cache`) holds every crop as uint8 in one memory-mapped array, so a
-batch is one fancy-indexing read followed by vectorised augmentation on uint8 tensors and a
-single float conversion; no image is decoded during training.
+batch is one fancy-indexing read, augmentation on uint8 (image by image: each crop has its
+own box) and one float conversion and normalisation of the whole batch; no image is decoded
+during training. At 224 px that per-sample work cannot feed a GPU from a few processes
+(`scripts/bench_loader.py`): a dataset built with `on_device=True` serves `RawBatch`es
+instead, whose augmentation is drawn alike but applied, batched, on the device
+(`lightfer.training.device_augment`), with the same results.
 
 Determinism: the loader's sampler (`EpochBatchSampler`) draws the order of epoch `e` from
 `(seed, e)` only, and hands each batch a seed drawn from `(seed, e, batch index)` that its
@@ -24,12 +28,13 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
 from lightfer.errors import DatasetError
 from lightfer.faces.cache import OK
 from lightfer.training.config import AugmentConfig
+from lightfer.training.device_augment import crop_resize_flip
 
 __all__ = [
     "AugmentConfig",
@@ -37,6 +42,7 @@ __all__ = [
     "BatchRequest",
     "EpochBatchSampler",
     "FaceDataset",
+    "RawBatch",
     "channel_stats",
     "derive_seed",
     "holdout_validation",
@@ -90,6 +96,55 @@ class Batch(NamedTuple):
         )
 
 
+class RawBatch(NamedTuple):
+    """A batch of uint8 crops whose augmentation and normalisation wait for the device.
+
+    A `FaceDataset` built with `on_device=True` serves these: the loader only reads the
+    crops and draws their augmentation, and `to` moves the batch and makes there the `Batch`
+    the CPU path makes (see `lightfer.training.device_augment` for how close), so a loop
+    that calls `batch.to(device)` consumes either kind. A quarter of the float batch's
+    size, it is also cheaper to pass between processes and to pin.
+
+    Attributes:
+        images: `(B, 3, S, S)` uint8 crops as the cache holds them (channels-last memory).
+        labels: as in `Batch`.
+        rows: as in `Batch`.
+        soft: as in `Batch`.
+        boxes: `(B, 4)` int64 crop boxes `(top, left, height, width)`, or None: no
+            augmentation.
+        flips: `(B,)` bool, mirror the crop horizontally (None with `boxes`).
+        crop_size: side of the crops (each box is resized to it).
+        shift: `(1, 3, 1, 1)` float32, 255 times the mean subtracted.
+        scale: `(1, 3, 1, 1)` float32, 255 times the standard deviation divided by.
+        image_size: side of the images the model receives.
+        neighbour_images: as in `Batch` (normalised float32).
+    """
+
+    images: Tensor
+    labels: Tensor
+    rows: Tensor
+    soft: Tensor | None
+    boxes: Tensor | None
+    flips: Tensor | None
+    crop_size: int
+    shift: Tensor
+    scale: Tensor
+    image_size: int
+    neighbour_images: Tensor | None = None
+
+    def to(self, device: torch.device, *, channels_last: bool = False) -> Batch:
+        """Move the batch to `device`, then crop, flip and normalise it there."""
+        images = self.images.to(device, non_blocking=True)
+        if self.boxes is None or self.flips is None:
+            images = images.to(torch.float32, memory_format=torch.contiguous_format)
+        else:
+            images = crop_resize_flip(images, self.boxes, self.flips, self.crop_size)
+        shift, scale = self.shift.to(device), self.scale.to(device)
+        images = _normalise(images, shift, scale, self.image_size)
+        batch = Batch(images, self.labels, self.rows, self.soft, self.neighbour_images)
+        return batch.to(device, channels_last=channels_last)
+
+
 class BatchRequest(NamedTuple):
     """Which dataset positions form a batch, and the seed of its augmentation.
 
@@ -131,9 +186,9 @@ def holdout_validation(
     """Split training rows into a training and a validation part, reproducibly.
 
     Without groups the split is stratified: each class gives `round(fraction * n_class)`
-    rows. With groups (e.g. the manifest's `subject` column) whole groups go to validation,
-    in a seeded order, until it holds about `fraction` of the rows, so no identity appears
-    on both sides.
+    rows, at least one where the class has two or more. With groups (e.g. the manifest's
+    `subject` column) whole groups go to validation, in a seeded order, until it holds
+    about `fraction` of the rows, so no identity appears on both sides.
 
     Args:
         rows: candidate rows of the face cache.
@@ -159,7 +214,10 @@ def holdout_validation(
     if groups is None:
         for label in np.unique(labels):
             members = rng.permutation(np.flatnonzero(labels == label))
-            held[members[: round(fraction * len(members))]] = True
+            # At least one image of every class that has two (a split without a class
+            # cannot select on it), never a class's only image.
+            count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
+            held[members[:count]] = True
     else:
         names, inverse = np.unique(np.asarray(groups), return_inverse=True)
         counts = np.bincount(inverse, minlength=len(names))
@@ -220,19 +278,6 @@ class _Part(NamedTuple):
     total: int
 
 
-def _pad_crop(images: Tensor, padding: int, gen: torch.Generator, part: _Part) -> Tensor:
-    """Zero-pad by `padding` and cut each image back to its size at a random offset."""
-    n, _, h, w = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (part.total,), generator=gen)[part.mine]
-    dx = torch.randint(0, 2 * padding + 1, (part.total,), generator=gen)[part.mine]
-    ys = (dy[:, None] + torch.arange(h))[:, None, :, None]
-    xs = (dx[:, None] + torch.arange(w))[:, None, None, :]
-    return padded[
-        torch.arange(n)[:, None, None, None], torch.arange(3)[None, :, None, None], ys, xs
-    ]
-
-
 def _resized_crop_box(
     h: int, w: int, config: AugmentConfig, gen: torch.Generator
 ) -> tuple[int, int, int, int]:
@@ -251,29 +296,96 @@ def _resized_crop_box(
     return (h - side) // 2, (w - side) // 2, side, side
 
 
-def _augment(
-    images: Tensor,
-    config: AugmentConfig,
-    image_size: int,
-    gen: torch.Generator,
-    part: _Part | None = None,
-) -> Tensor:
-    """Random crop and flip of uint8 `(B, 3, S, S)` images; the result is `image_size` square.
+class _Augmentation(NamedTuple):
+    """A batch's random augmentation, drawn from its seed.
 
-    `part` says which slice of a larger batch `images` are: the random draws are made for
-    the whole batch and the slice's own are applied (see `BatchRequest`).
+    Attributes:
+        boxes: `(B, 4)` int64 `(top, left, height, width)` of each sample's crop; a box
+            reaching beyond the image takes zeros there (crop=pad).
+        flips: `(B,)` bool, mirror the crop horizontally.
+        size: side of the crops (each box is resized to it).
     """
-    part = _Part(slice(0, len(images)), len(images)) if part is None else part
+
+    boxes: Tensor
+    flips: Tensor
+    size: int
+
+
+def _draw_augmentation(
+    config: AugmentConfig, side: int, image_size: int, gen: torch.Generator, part: _Part
+) -> _Augmentation:
+    """Draw the augmentation of a batch of `side`-pixel crops for the whole batch, keep `part`'s.
+
+    The draws come from `gen` in a fixed order (crop offsets or boxes, then flips), so a
+    batch is augmented alike wherever the augmentation is applied.
+    """
+    n = part.total
+    boxes = torch.tensor([[0, 0, side, side]]).repeat(n, 1)
+    size = side
     if config.crop == "pad" and config.padding > 0:
-        images = _pad_crop(images, config.padding, gen, part)
+        for axis in (0, 1):
+            offset = torch.randint(0, 2 * config.padding + 1, (n,), generator=gen)
+            boxes[:, axis] = offset - config.padding
     elif config.crop == "resized":
-        h, w = images.shape[-2:]
-        boxes = [_resized_crop_box(h, w, config, gen) for _ in range(part.total)][part.mine]
-        pairs = zip(images, boxes, strict=True)
-        images = torch.stack([TF.resized_crop(img, *box, [image_size] * 2) for img, box in pairs])
+        boxes = torch.tensor([_resized_crop_box(side, side, config, gen) for _ in range(n)])
+        size = image_size
+    flips = torch.zeros(n, dtype=torch.bool)
     if config.flip:
-        flip = torch.rand(part.total, generator=gen)[part.mine] < 0.5
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        flips = torch.rand(n, generator=gen) < 0.5
+    return _Augmentation(boxes[part.mine], flips[part.mine], size)
+
+
+def _augment(images: Tensor, augmentation: _Augmentation) -> Tensor:
+    """Apply `augmentation` to uint8 `(B, 3, S, S)` images, image by image.
+
+    A box of the output's size is copied (zeros beyond the image), any other one is resized
+    by torchvision (antialiased bilinear, its uint8 kernel). Without crops the flips are made
+    in `images` itself, which must then be writable.
+    """
+    n, _, h, w = images.shape
+    size = augmentation.size
+    boxes = augmentation.boxes.tolist()
+    if size != h or size != w or any(box != [0, 0, h, w] for box in boxes):
+        out = torch.empty((n, size, size, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+        for target, image, box in zip(out, images, boxes, strict=True):
+            _crop(target, image, *box)
+        images = out
+    for index in augmentation.flips.nonzero()[:, 0].tolist():
+        images[index] = images[index].flip(-1)
+    return images
+
+
+def _crop(target: Tensor, image: Tensor, top: int, left: int, height: int, width: int) -> None:
+    """Write `image`'s box into `target`, resized to `target`'s size if it differs."""
+    size, h, w = target.shape[-1], image.shape[-2], image.shape[-1]
+    if (height, width) != (size, size):
+        target.copy_(TF.resized_crop(image, top, left, height, width, [size, size]))
+        return
+    y0, y1, x0, x1 = max(0, -top), min(size, h - top), max(0, -left), min(size, w - left)
+    if (y0, y1, x0, x1) != (0, size, 0, size):
+        target.zero_()
+    if y0 < y1 and x0 < x1:
+        target[:, y0:y1, x0:x1] = image[:, top + y0 : top + y1, left + x0 : left + x1]
+
+
+def _batch_tensor(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+    """An empty tensor for a batch; in a loader worker, in shared memory.
+
+    A worker hands its batches to the main process through shared memory: a tensor
+    allocated there from the start needs no copy into it (`default_collate` does the same).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+def _normalise(images: Tensor, shift: Tensor, scale: Tensor, image_size: int) -> Tensor:
+    """Normalise float grey levels in place; resize them to `image_size` square if needed."""
+    images = images.sub_(shift).div_(scale)
+    if images.shape[-1] != image_size or images.shape[-2] != image_size:
+        size = (image_size, image_size)
+        images = F.interpolate(images, size=size, mode="bilinear", antialias=True)
     return images
 
 
@@ -290,6 +402,9 @@ class FaceDataset(Dataset):
         image_size: side of the images the model receives; crops are resized to it.
         soft: soft label of every cache row, `(N, C)`, or None.
         augment: augmentation for training, None for evaluation.
+        on_device: serve `RawBatch`es, whose augmentation (drawn here, as for `Batch`es)
+            and normalisation are made on the device they are moved to; for GPUs, which
+            the per-sample CPU work cannot feed at 224 px.
     """
 
     def __init__(
@@ -303,6 +418,7 @@ class FaceDataset(Dataset):
         image_size: int,
         soft: np.ndarray | None = None,
         augment: AugmentConfig | None = None,
+        on_device: bool = False,
     ) -> None:
         self.crops = crops
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -319,6 +435,7 @@ class FaceDataset(Dataset):
         self.std = tuple(float(s) for s in std)
         self.image_size = int(image_size)
         self.augment = augment
+        self.on_device = on_device
         self._scale = torch.tensor(self.std).view(1, 3, 1, 1) * 255.0
         self._shift = torch.tensor(self.mean).view(1, 3, 1, 1) * 255.0
 
@@ -330,25 +447,47 @@ class FaceDataset(Dataset):
         """Hard label of each of the dataset's rows, in position order."""
         return self.labels[self.rows]
 
-    def __getitem__(self, request: BatchRequest) -> Batch:
-        """Read, augment and normalise the batch of `request.positions`."""
-        part = None if request.part is None else slice(*request.part)
-        rows = self.rows[request.positions if part is None else request.positions[part]]
+    def __getitem__(self, request: BatchRequest) -> Batch | RawBatch:
+        """Read, augment and normalise the batch of `request.positions`.
+
+        With `on_device`, read it and draw its augmentation only (a `RawBatch`).
+        """
+        part = slice(None) if request.part is None else slice(*request.part)
+        rows = self.rows[request.positions[part]]
         order = np.argsort(rows, kind="stable")
-        crops = np.empty((len(rows), *self.crops.shape[1:]), dtype=np.uint8)
-        crops[order] = self.crops[rows[order]]  # ascending reads from the memmap
-        images = torch.from_numpy(crops).permute(0, 3, 1, 2)
+        shape = (len(rows), *self.crops.shape[1:])
+        if self.on_device:
+            crops = _batch_tensor(shape, torch.uint8)
+        else:
+            crops = torch.empty(shape, dtype=torch.uint8)
+        crops.numpy()[order] = self.crops[rows[order]]  # ascending reads from the memmap
+        images, side = crops.permute(0, 3, 1, 2), shape[-2]
+        augmentation = None
         if self.augment is not None:
             gen = torch.Generator().manual_seed(request.seed)
-            whole = None if part is None else _Part(part, len(request.positions))
-            images = _augment(images, self.augment, self.image_size, gen, whole)
-        images = (images.float() - self._shift) / self._scale
-        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            size = (self.image_size, self.image_size)
-            images = F.interpolate(images, size=size, mode="bilinear", antialias=True)
+            whole = _Part(part, len(request.positions))
+            augmentation = _draw_augmentation(self.augment, side, self.image_size, gen, whole)
         soft = None if self.soft is None else torch.from_numpy(self.soft[rows])
-        labels = torch.from_numpy(self.labels[rows])
-        return Batch(images.contiguous(), labels, torch.from_numpy(rows), soft)
+        labels, rows = torch.from_numpy(self.labels[rows]), torch.from_numpy(rows)
+        if self.on_device:
+            boxes, flips, size = (None, None, side) if augmentation is None else augmentation
+            return RawBatch(
+                images,
+                labels,
+                rows,
+                soft,
+                boxes=boxes,
+                flips=flips,
+                crop_size=size,
+                shift=self._shift,
+                scale=self._scale,
+                image_size=self.image_size,
+            )
+        if augmentation is not None:
+            images = _augment(images, augmentation)
+        images = _batch_tensor(images.shape, torch.float32).copy_(images)
+        images = _normalise(images, self._shift, self._scale, self.image_size)
+        return Batch(images, labels, rows, soft)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -472,7 +611,7 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
 ) -> DataLoader:
-    """A `DataLoader` that yields `Batch`es of `dataset`.
+    """A `DataLoader` that yields `Batch`es of `dataset` (`RawBatch`es if `on_device`).
 
     Args:
         dataset: the rows to serve.
@@ -490,9 +629,15 @@ def make_loader(
         The loader; its `sampler` has `set_epoch`.
     """
     sampler = EpochBatchSampler(
-        dataset.row_labels, batch_size, seed=seed, shuffle=train, balanced=balanced and train,
-        drop_last=train, rank=rank, world_size=world_size,
-    )  # fmt: skip
+        dataset.row_labels,
+        batch_size,
+        seed=seed,
+        shuffle=train,
+        balanced=balanced and train,
+        drop_last=train,
+        rank=rank,
+        world_size=world_size,
+    )
     return DataLoader(
         dataset,
         batch_size=None,

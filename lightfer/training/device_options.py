@@ -1,11 +1,12 @@
 """What a training run does differently on a GPU, decided in one place and forceable on the CPU.
 
 A CUDA run trains a channels-last model on channels-last batches, under autocast (bfloat16
-where the GPU has it, else float16 with a gradient scaler), from page-locked batches, and
-with batch norm synchronised across DDP ranks. Each of these is a `TrainConfig` switch whose
-`auto` value picks what suits the device, so the tests force the GPU choices on the CPU
-(autocast runs there in bfloat16 or float16, the scaler and the memory format too) and the
-branches that only a GPU would take are exercised on every machine. `resolve_device_options`
+where the GPU has it, else float16 with a gradient scaler), from page-locked uint8 batches
+that the GPU crops, flips and normalises, and with batch norm synchronised across DDP
+ranks. Each of these is a `TrainConfig` switch whose `auto` value picks what suits the
+device, so the tests force the GPU choices on the CPU (autocast runs there in bfloat16 or
+float16, the scaler, the memory format and the device augmentation too) and the branches
+that only a GPU would take are exercised on every machine. `resolve_device_options`
 turns the switches into the choices a run makes; `DeviceOptions.describe` records them in
 the run's summary.
 
@@ -43,6 +44,8 @@ class DeviceOptions:
         grad_scaler: scale the loss (`torch.amp.GradScaler`) against float16 underflow.
         sync_batchnorm: convert batch norm layers to `nn.SyncBatchNorm`.
         pin_memory: the loader pins batches for asynchronous copies to the GPU.
+        augment_on_device: the loader yields uint8 crops and the training device crops,
+            flips and normalises them (`lightfer.training.device_augment`).
     """
 
     channels_last: bool = False
@@ -50,6 +53,7 @@ class DeviceOptions:
     grad_scaler: bool = False
     sync_batchnorm: bool = False
     pin_memory: bool = False
+    augment_on_device: bool = False
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -79,6 +83,7 @@ class DeviceOptions:
             "channels_last": self.channels_last,
             "sync_batchnorm": self.sync_batchnorm,
             "pin_memory": self.pin_memory,
+            "augment_on_device": self.augment_on_device,
         }
 
 
@@ -124,4 +129,5 @@ def resolve_device_options(
         grad_scaler=_switch(config.grad_scaler, dtype == torch.float16),
         sync_batchnorm=sync_batchnorm,
         pin_memory=_switch(config.pin_memory, on_gpu),
+        augment_on_device=_switch(config.augment_on_device, on_gpu),
     )

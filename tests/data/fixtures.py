@@ -1,15 +1,17 @@
 """Builders of tiny dataset roots in the exact on-disk formats, quirks included.
 
 Each builder writes real image files (Pillow) and label files byte-for-byte in the layout
-that /work/shared/reference/DATASETS.md (sections 1-4) verified: RAF-DB's
+the adapters' docstrings describe: RAF-DB's
 `list_patition_label.txt` and `_aligned` suffix, FER+'s row-aligned CSV pair and generated
 folders with `label.csv`, CAER-S class folders, and AffectNet's CSV and npy releases.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,14 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from lightfer.data.synthetic.render import (
+    RenderedFace,
+    RenderSpec,
+    render_face,
+    sample_identity,
+    sample_scene,
+)
+from lightfer.labels import AU_NAMES
 from lightfer.manifest import Manifest, read_manifest, write_manifest
 
 FERPLUS_HEADER = (
@@ -30,10 +40,57 @@ AFFECTNET_HEADER = (
 
 def write_image(path: Path, value: int = 128, size: int = 8, grey: bool = False) -> Path:
     """Write a small uniform image; the format follows the suffix (.jpg, .png)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     shape = (size, size) if grey else (size, size, 3)
-    Image.fromarray(np.full(shape, value, dtype=np.uint8)).save(path)
+    return write_pixels(path, np.full(shape, value, dtype=np.uint8))
+
+
+ImageMaker = Callable[[str], np.ndarray]
+"""Pixels (uint8, H x W or H x W x 3) of the image a builder writes, given what names it
+(a relative path, or a CSV row number)."""
+
+
+def write_pixels(path: Path, pixels: np.ndarray) -> Path:
+    """Write an image array; the format follows the suffix (.jpg, .png)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
     return path
+
+
+def _write(path: Path, key: str, image: ImageMaker | None, **uniform: int) -> None:
+    if image is None:
+        write_image(path, **uniform)
+    else:
+        write_pixels(path, image(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def rendered_face(key: str, size: int) -> RenderedFace:
+    """A synthetic face scene of `size` pixels with its box and 68 landmarks, the same for
+    the same `key`: a stand-in for a photo where a test needs a face of a real size."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    spec = RenderSpec(scene_size=size)
+    aus = rng.uniform(0.0, 5.0, len(AU_NAMES))
+    return render_face(aus, sample_identity(rng), sample_scene(rng, spec), spec)
+
+
+def grey_face(key: str, size: int = 48) -> np.ndarray:
+    """`rendered_face(key, 64)` as a `size`-pixel grey image, as FER2013 stores faces."""
+    face = Image.fromarray(rendered_face(key, 64).image).convert("L")
+    return np.asarray(face.resize((size, size), Image.Resampling.BILINEAR))
+
+
+def astronaut_frame(key: str, size: int = 256) -> np.ndarray:
+    """A `size`-pixel frame around skimage's astronaut's head, framed a little differently
+    for each `key` (shift, zoom, mirror): MTCNN finds exactly one face in it."""
+    from skimage import data as skimage_data
+
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    side = int(rng.integers(256, 320))
+    top, left = int(rng.integers(0, 40)), int(rng.integers(60, 100))
+    frame = skimage_data.astronaut()[top : top + side, left : left + side]
+    if rng.random() < 0.5:
+        frame = frame[:, ::-1]
+    return np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((size, size)))
 
 
 def build_rafdb(
@@ -44,9 +101,11 @@ def build_rafdb(
     extra_lines: Sequence[str] = (),
     distribution: dict[str, Sequence[float]] | None = None,
     distribution_dir: str = "EmoLabel",
+    image: ImageMaker | None = None,
 ) -> Path:
     """RAF-DB basic: `EmoLabel/list_patition_label.txt` lines `<name>.jpg <code>` and
-    `Image/aligned/<stem>_aligned.jpg`, except for the names in `absent_images`."""
+    `Image/aligned/<stem>_aligned.jpg`, except for the names in `absent_images`; the image
+    of `<name>.jpg` is `image(name)`, or a tiny uniform one."""
     absent = set(absent_images)
     (root / "EmoLabel").mkdir(parents=True, exist_ok=True)
     lines = [f"{name} {code}" for name, code in labels] + list(extra_lines)
@@ -54,7 +113,8 @@ def build_rafdb(
     (root / "Image/aligned").mkdir(parents=True, exist_ok=True)
     for name, _ in labels:
         if name not in absent:
-            write_image(root / "Image/aligned" / f"{name.rsplit('.', 1)[0]}_aligned.jpg")
+            path = root / "Image/aligned" / f"{name.rsplit('.', 1)[0]}_aligned.jpg"
+            _write(path, name, image)
     if distribution is not None:
         text = "".join(f"{name} {' '.join(map(str, p))}\n" for name, p in distribution.items())
         (root / distribution_dir).mkdir(parents=True, exist_ok=True)
@@ -78,13 +138,19 @@ def fer_pixel_value(row: int) -> int:
     return (row * 11 + 7) % 256
 
 
-def build_fer2013_csvs(root: Path, rows: Sequence[FerRow]) -> Path:
-    """`fer2013.csv` (`emotion,pixels,Usage`) and `fer2013new.csv`, row-aligned."""
+def build_fer2013_csvs(
+    root: Path, rows: Sequence[FerRow], *, image: ImageMaker | None = None
+) -> Path:
+    """`fer2013.csv` (`emotion,pixels,Usage`) and `fer2013new.csv`, row-aligned. Data row
+    `index` holds the 48x48 grey pixels `image(str(index))`, or `fer_pixel_value(index)`."""
     root.mkdir(parents=True, exist_ok=True)
     fer = ["emotion,pixels,Usage"]
     plus = [FERPLUS_HEADER]
     for index, row in enumerate(rows):
-        pixels = " ".join([str(fer_pixel_value(index))] * 48 * 48)
+        if image is None:
+            pixels = " ".join([str(fer_pixel_value(index))] * 48 * 48)
+        else:
+            pixels = " ".join(map(str, np.asarray(image(str(index)), np.uint8).reshape(48 * 48)))
         fer.append(f"{row.emotion},{pixels},{row.usage}")
         plus.append(",".join([row.usage, row.name, *map(str, row.votes)]))
     (root / "fer2013.csv").write_text("\n".join(fer) + "\n")
@@ -118,12 +184,15 @@ def build_caers(
     classes: Sequence[str] = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"),
     per_class: int = 2,
     splits: Sequence[str] = ("train", "test"),
+    image: ImageMaker | None = None,
 ) -> Path:
-    """`<split>/<Class>/NNNN.png` whole frames (tiny here)."""
+    """`<split>/<Class>/NNNN.png` whole frames: `image("<split>/<Class>/NNNN.png")`, or
+    tiny uniform ones."""
     for split in splits:
         for k, name in enumerate(classes):
             for i in range(per_class):
-                write_image(root / split / name / f"{k * per_class + i + 1:04d}.png", value=20 * k)
+                key = f"{split}/{name}/{k * per_class + i + 1:04d}.png"
+                _write(root / key, key, image, value=20 * k)
     return root
 
 
@@ -149,8 +218,10 @@ def build_affectnet_csv(
     *,
     csv_folder: str = "Manually_Annotated_file_lists",
     image_folder: str = "Manually_Annotated_Images",
+    image: ImageMaker | None = None,
 ) -> Path:
-    """The original release: `training.csv` / `validation.csv` and the image folder."""
+    """The original release: `training.csv` / `validation.csv` and the image folder; a
+    row's image is `image(row.path)`, or a tiny uniform one."""
     (root / csv_folder).mkdir(parents=True, exist_ok=True)
     (root / image_folder).mkdir(parents=True, exist_ok=True)
     for file_name, rows in files.items():
@@ -159,7 +230,7 @@ def build_affectnet_csv(
             x, y, w, h = row.box
             lines.append(f"{row.path},{x},{y},{w},{h},{row.landmarks},{row.expression},0.5,-0.25")
             if row.image:
-                write_image(root / image_folder / row.path)
+                _write(root / image_folder / row.path, row.path, image)
         (root / csv_folder / file_name).write_text("\n".join(lines) + "\n")
     return root
 

@@ -34,6 +34,7 @@ from lightfer.training.loop import (
     load_training_state,
 )
 from lightfer.training.neighbours import NeighbourImages, dense_neighbour_table
+from lightfer.training.soft_labels import OnlineSoftLabels
 from tests.training.cache import write_face_cache
 
 CPU = torch.device("cpu")
@@ -42,13 +43,29 @@ SIZE = 32
 INFO = ModelInfo("efficientface", CLASSES, SIZE, MEAN, STD)
 # What `auto` chooses for DDP on a CUDA GPU with bfloat16 (pin_memory: a warning on the CPU).
 CUDA_CHOICES = dict(
-    amp="bfloat16", grad_scaler=True, channels_last=True, sync_batchnorm=True, pin_memory=True
+    amp="bfloat16",
+    grad_scaler=True,
+    channels_last=True,
+    sync_batchnorm=True,
+    pin_memory=True,
+    augment_on_device=True,
 )
 CONFIG = TrainConfig(
-    epochs=2, batch_size=8, optimizer="adam", lr=3e-3, schedule="onecycle", num_workers=0,
-    augment=AugmentConfig(crop="pad", padding=2), **CUDA_CHOICES,
-)  # fmt: skip
-REGIMES = ["sll", "ldl", "ldl_au-bank", "ldl_au-ldg", "ldl_au-batch"]
+    epochs=2,
+    batch_size=8,
+    optimizer="adam",
+    lr=3e-3,
+    schedule="onecycle",
+    num_workers=0,
+    augment=AugmentConfig(crop="pad", padding=2),
+    **CUDA_CHOICES,
+)
+# The AU term's three sources train longer: the slow tier runs them.
+REGIMES = [
+    "sll",
+    "ldl",
+    *(pytest.param(f"ldl_au-{s}", marks=pytest.mark.slow) for s in ("bank", "ldg", "batch")),
+]
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning")
 
@@ -89,10 +106,19 @@ def setup(tmp_path_factory):
     return crops, labels, train, usable_rows(table, "test"), soft, graph
 
 
-def _dataset(setup, rows, augment=None):
+def _dataset(setup, rows, augment=None, on_device=False):
     crops, labels, _, _, soft, _ = setup
-    return FaceDataset(crops, rows, labels, mean=MEAN, std=STD, image_size=SIZE, soft=soft,
-                       augment=augment)  # fmt: skip
+    return FaceDataset(
+        crops,
+        rows,
+        labels,
+        mean=MEAN,
+        std=STD,
+        image_size=SIZE,
+        soft=soft,
+        augment=augment,
+        on_device=on_device,
+    )
 
 
 def _regime(name: str, setup):
@@ -108,19 +134,29 @@ def _regime(name: str, setup):
 def _fit(setup, name, out_dir, config=CONFIG, crash_in_epoch=None):
     _, _, train, test, _, (rows, _) = setup
     regime, term = _regime(name, setup)
-    loader = make_loader(_dataset(setup, train, config.augment), batch_size=config.batch_size,
-                         train=True, seed=config.seed, pin_memory=True)  # fmt: skip
+    on_device = config.augment_on_device is True
+    train_set = _dataset(setup, train, config.augment, on_device=on_device)
+    loader = make_loader(
+        train_set, batch_size=config.batch_size, train=True, seed=config.seed, pin_memory=True
+    )
     if name == "ldl_au-batch":
         loader = NeighbourImages(loader, _dataset(setup, train), rows)
     if crash_in_epoch is not None:
         loader = _CrashingLoader(loader, crash_in_epoch)
+    val_set = _dataset(setup, test, on_device=on_device)
     torch.manual_seed(0)
     model = create_model("efficientface")
     summary = fit(
-        model, regime, train_loader=loader, val_loader=make_loader(_dataset(setup, test),
-        batch_size=16, train=False, pin_memory=True), config=config, info=INFO,
-        out_dir=out_dir, device=CPU, progress=False,
-    )  # fmt: skip
+        model,
+        regime,
+        train_loader=loader,
+        val_loader=make_loader(val_set, batch_size=16, train=False, pin_memory=True),
+        config=config,
+        info=INFO,
+        out_dir=out_dir,
+        device=CPU,
+        progress=False,
+    )
     return model, term, summary
 
 
@@ -131,7 +167,8 @@ def test_each_regime_trains_with_the_cuda_choices_and_resumes_exactly_after_a_cr
     torch.set_num_threads(1)
     whole, whole_term, summary = _fit(setup, name, tmp_path / "whole")
     assert summary["device"] == (
-        "cpu, amp bfloat16, grad-scaler on, channels-last on, sync-batchnorm on, pin-memory on"
+        "cpu, amp bfloat16, grad-scaler on, channels-last on, sync-batchnorm on, pin-memory on, "
+        "augment-on-device on"
     )
     assert any(isinstance(m, nn.SyncBatchNorm) for m in whole.modules())
     assert whole.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
@@ -153,6 +190,29 @@ def test_each_regime_trains_with_the_cuda_choices_and_resumes_exactly_after_a_cr
     ).read_bytes()
 
 
+def test_augmenting_on_the_device_trains_the_weights_of_the_cpu_path(setup, tmp_path):
+    torch.set_num_threads(1)
+    plain = CONFIG.model_copy(update=dict.fromkeys(CUDA_CHOICES, False) | {"amp": "off"})
+    cpu, _, _ = _fit(setup, "ldl", tmp_path / "cpu", config=plain)
+    moved = plain.model_copy(update={"augment_on_device": True})
+    device, _, summary = _fit(setup, "ldl", tmp_path / "device", config=moved)
+    assert summary["device"].endswith("augment-on-device on")
+    for (key, a), b in zip(cpu.state_dict().items(), device.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+
+
+def test_online_soft_labels_read_uint8_batches_finished_on_the_device(setup):
+    _, _, train, _, _, _ = setup
+    teacher = create_model("efficientface").eval()
+    soft = []
+    for on_device in (False, True):
+        loader = make_loader(_dataset(setup, train, on_device=on_device), batch_size=8, train=False)
+        batch = next(iter(OnlineSoftLabels(loader, teacher, CPU)))
+        soft.append(batch.soft)
+    torch.testing.assert_close(soft[0], soft[1])
+
+
+@pytest.mark.slow
 def test_float16_autocast_scales_the_loss_and_the_scale_resumes(setup, tmp_path):
     torch.set_num_threads(1)
     config = CONFIG.model_copy(update={"amp": "float16", "grad_scaler": "auto"})
@@ -180,9 +240,13 @@ def test_auto_choices_follow_the_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     gpu = resolve_device_options(TrainConfig(), torch.device("cuda", 0), distributed=True)
     assert gpu == DeviceOptions(
-        channels_last=True, amp_dtype=torch.bfloat16, grad_scaler=False, sync_batchnorm=True,
+        channels_last=True,
+        amp_dtype=torch.bfloat16,
+        grad_scaler=False,
+        sync_batchnorm=True,
         pin_memory=True,
-    )  # fmt: skip
+        augment_on_device=True,
+    )
     single = resolve_device_options(TrainConfig(), torch.device("cuda", 0))
     assert not single.sync_batchnorm
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import numpy as np
@@ -30,18 +31,27 @@ def cache(tmp_path):
     return load_face_cache(write_face_cache(tmp_path, bad_rows=(3, 50)))
 
 
-def _dataset(cache, *, split="train", augment=None, image_size=32, soft=None):
+def _dataset(cache, *, split="train", augment=None, image_size=32, soft=None, on_device=False):
     crops, table = cache
     labels = table.column("label").to_numpy()
     return FaceDataset(
-        crops, usable_rows(table, split), labels, mean=MEAN, std=STD, image_size=image_size,
-        soft=soft, augment=augment,
-    )  # fmt: skip
+        crops,
+        usable_rows(table, split),
+        labels,
+        mean=MEAN,
+        std=STD,
+        image_size=image_size,
+        soft=soft,
+        augment=augment,
+        on_device=on_device,
+    )
 
 
 def _collect(loader, epoch):
+    """Every batch's images and rows; a `RawBatch` is made on the CPU first."""
     loader.sampler.set_epoch(epoch)
-    return [(b.images.clone(), b.rows.clone()) for b in loader]
+    batches = (b.to(torch.device("cpu")) for b in loader)
+    return [(b.images.clone(), b.rows.clone()) for b in batches]
 
 
 def test_usable_rows_skip_bad_status_and_unknown_split_says_so(cache):
@@ -88,8 +98,9 @@ def test_epoch_order_and_augmentation_depend_only_on_seed_and_epoch(cache):
     assert not torch.equal(other[0][1], epoch2[0][1])
 
 
-def test_worker_processes_give_the_same_batches(cache):
-    dataset = _dataset(cache, augment=AugmentConfig())
+@pytest.mark.parametrize("on_device", [False, True])
+def test_worker_processes_give_the_same_batches(cache, on_device):
+    dataset = _dataset(cache, augment=AugmentConfig(crop="resized"), on_device=on_device)
     in_process = _collect(make_loader(dataset, batch_size=8, train=True, seed=1), 1)
     workers = _collect(make_loader(dataset, batch_size=8, train=True, seed=1, num_workers=1), 1)
     for (a, ra), (b, rb) in zip(in_process, workers, strict=True):
@@ -122,6 +133,41 @@ def test_pad_crop_shifts_content_and_flip_mirrors(cache):
     assert matched >= len(batch.images)
 
 
+# SHA-256 (first 16 hex digits) of one epoch's float32 images, taken from the loader as it
+# was before its speed-ups: any change to the augmentation or normalisation must keep them.
+PINNED_EPOCHS = {
+    "eval-48": (None, 48, "f7054737f05fdad8"),
+    "eval-40": (None, 40, "b407d2b29afa7af5"),
+    "none-flip-48": (AugmentConfig(crop="none"), 48, "1eded432661f21c3"),  # params.yaml's
+    "pad-48": (AugmentConfig(crop="pad"), 48, "f6e10b0a3d852308"),
+    "pad-40": (AugmentConfig(crop="pad"), 40, "52e6282a95a8398a"),
+    "resized-48": (AugmentConfig(crop="resized"), 48, "d30344fa0ad6a4be"),
+    "resized-40": (AugmentConfig(crop="resized"), 40, "36a15b4a50848b31"),
+    "resized-noflip-56": (AugmentConfig(crop="resized", flip=False), 56, "ab5a2f78c8e344a6"),
+}
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+@pytest.mark.parametrize("case", sorted(PINNED_EPOCHS))
+def test_batches_keep_their_pinned_values(tmp_path, case, on_device):
+    """Both paths give these batches, the device path made on the CPU."""
+    augment, image_size, digest = PINNED_EPOCHS[case]
+    crops, table = load_face_cache(write_face_cache(tmp_path, crop=48, bad_rows=(3,)))
+    labels = table.column("label").to_numpy()
+    rows = usable_rows(table, "train")
+    norm = {"mean": (0.3, 0.4, 0.5), "std": (0.2, 0.25, 0.3)}
+    dataset = FaceDataset(
+        crops, rows, labels, **norm, image_size=image_size, augment=augment, on_device=on_device
+    )
+    loader = make_loader(dataset, batch_size=8, train=augment is not None, seed=3)
+    loader.sampler.set_epoch(1)
+    sha = hashlib.sha256()
+    for batch in (b.to(torch.device("cpu")) for b in loader):
+        assert batch.images.is_contiguous() and batch.images.dtype == torch.float32
+        sha.update(batch.images.numpy().tobytes())
+    assert sha.hexdigest()[:16] == digest
+
+
 def test_balanced_sampling_evens_out_classes():
     labels = np.array([0] * 90 + [1] * 10)
     sampler = EpochBatchSampler(labels, 50, seed=0, balanced=True)
@@ -135,10 +181,12 @@ def _epoch(sampler, epoch):
     return list(sampler)
 
 
+@pytest.mark.parametrize("on_device", [False, True])
 @pytest.mark.parametrize("crop", ["pad", "resized"])
-def test_ranks_split_every_batch_and_augment_it_as_one_process(cache, crop):
+def test_ranks_split_every_batch_and_augment_it_as_one_process(cache, crop, on_device):
     """Under DDP the ranks' parts of each batch, concatenated, are the single-process batch."""
-    dataset = _dataset(cache, augment=AugmentConfig(crop=crop, padding=4))
+    augment = AugmentConfig(crop=crop, padding=4)
+    dataset = _dataset(cache, augment=augment, on_device=on_device)
     whole = make_loader(dataset, batch_size=6, train=True, seed=3)
     parts = [
         make_loader(dataset, batch_size=6, train=True, seed=3, rank=r, world_size=2) for r in (0, 1)
@@ -179,3 +227,10 @@ def test_subject_holdout_keeps_each_identity_on_one_side():
     assert 10 <= len(val) <= 20
     with pytest.raises(ValueError, match="1 groups cannot be split"):
         holdout_validation(rows, rows % 7, fraction=0.1, seed=0, groups=rows * 0)
+
+
+def test_every_class_of_two_or_more_images_keeps_one_for_validation():
+    labels = np.array([0] * 20 + [1] * 3 + [2])
+    train, val = holdout_validation(np.arange(24), labels, fraction=0.1, seed=0)
+    assert sorted(labels[val].tolist()) == [0, 0, 1]  # round(0.1 * 3) would be none
+    assert 23 in train, "a class's only image stays in training"
