@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: repro test venv results-diff
+.PHONY: repro test test-slow venv results-diff results-check
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -20,11 +20,15 @@ repro: venv
 	lightfer params
 	dvc repro
 
-## Lint, then run the test suite.
+## Lint, then the fast tier of the test suite (about 2 minutes; what to run while working).
 test: venv
 	ruff check .
 	ruff format --check .
-	python -m pytest
+	python -m pytest -m "not slow"
+
+## The slow tier: pipeline-level tests (DVC, Prefect, preset dry runs, kills and resumes).
+test-slow: venv
+	python -m pytest -m slow
 
 ## After `make repro`: params and metrics now against the committed dvc.lock and reports.
 results-diff: venv
@@ -34,3 +38,7 @@ results-diff: venv
 	@dvc metrics diff --precision 4 HEAD
 	@echo "== files changed against the commit"
 	@git --no-pager diff --stat HEAD -- dvc.lock reports
+
+## After `make repro`: data outputs byte-identical to HEAD's, metrics within HEAD's tolerances.
+results-check: venv
+	lightfer results check --against HEAD

@@ -74,6 +74,7 @@ from lightfer.export import (
 )
 from lightfer.labels import NUM_CLASSES
 from lightfer.models import create_model, recalibrate_batchnorm
+from lightfer.tables import markdown_table
 from lightfer.training.config import TrainConfig
 from lightfer.training.device_options import DeviceOptions, resolve_device_options
 from lightfer.training.loop import build_optimizer
@@ -107,29 +108,47 @@ _MB = 1024 * 1024
 TARGETS: dict[str, tuple[str, str, str, float, str]] = {
     "ef_vs_resnet50_eager": (
         "EfficientFace eager >= 4x ResNet-50 eager (batch 1)",
-        "efficientface/eager/b1", "resnet50/eager/b1", 4.0, ">=",
+        "efficientface/eager/b1",
+        "resnet50/eager/b1",
+        4.0,
+        ">=",
     ),
     "ef_vs_shufflenet_eager": (
         "EfficientFace eager >= 0.8x ShuffleNetV2 x1.0 eager (batch 1)",
-        "efficientface/eager/b1", "shufflenet_v2_x1_0/eager/b1", 0.8, ">=",
+        "efficientface/eager/b1",
+        "shufflenet_v2_x1_0/eager/b1",
+        0.8,
+        ">=",
     ),
     "ef_deployment_vs_eager": (
         "EfficientFace deployment (best of ONNX fp32/int8) >= 3.5x its eager (batch 1)",
-        "efficientface/deployment/b1", "efficientface/eager/b1", 3.5, ">=",
+        "efficientface/deployment/b1",
+        "efficientface/eager/b1",
+        3.5,
+        ">=",
     ),
     "ef_vs_resnet50_memory_tensors": (
         "EfficientFace weights + peak activations <= 1/3 of ResNet-50's",
-        "memory:efficientface/tensors", "memory:resnet50/tensors", 1 / 3, "<=",
+        "memory:efficientface/tensors",
+        "memory:resnet50/tensors",
+        1 / 3,
+        "<=",
     ),
     "ef_vs_resnet50_memory_rss_eager": (
         "EfficientFace eager peak RSS growth <= 1/3 of ResNet-50's",
-        "memory:efficientface/eager", "memory:resnet50/eager", 1 / 3, "<=",
+        "memory:efficientface/eager",
+        "memory:resnet50/eager",
+        1 / 3,
+        "<=",
     ),
     "ef_vs_resnet50_memory_rss_onnx": (
         "EfficientFace ONNX Runtime fp32 peak RSS growth <= 1/3 of ResNet-50's",
-        "memory:efficientface/onnx_fp32", "memory:resnet50/onnx_fp32", 1 / 3, "<=",
+        "memory:efficientface/onnx_fp32",
+        "memory:resnet50/onnx_fp32",
+        1 / 3,
+        "<=",
     ),
-}  # fmt: skip
+}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -563,7 +582,7 @@ def format_device_speed(speed: Mapping[str, Any]) -> str:
         f"medians of {speed['repeats']} interleaved rounds of {speed['block_seconds']} s "
         "blocks in one process."
     )
-    return f"{intro}\n\n{_table(header, rows)}\n"
+    return f"{intro}\n\n{markdown_table(header, rows)}\n"
 
 
 def _blocks(results: Mapping[str, Any], key: str) -> list[float] | None:
@@ -672,12 +691,20 @@ def run_benchmark(
     results: dict[str, Any] = {
         "environment": _environment(num_threads),
         "settings": {
-            "models": list(models), "image_size": image_size, "batch_sizes": list(batch_sizes),
-            "repeats": repeats, "block_seconds": block_seconds, "runtimes": runtimes,
-            "num_threads": num_threads, "seed": seed,
+            "models": list(models),
+            "image_size": image_size,
+            "batch_sizes": list(batch_sizes),
+            "repeats": repeats,
+            "block_seconds": block_seconds,
+            "runtimes": runtimes,
+            "num_threads": num_threads,
+            "seed": seed,
         },
-        "models": {}, "cpu": {}, "memory": {}, "memory_methods": dict(_MEMORY_METHODS),
-    }  # fmt: skip
+        "models": {},
+        "cpu": {},
+        "memory": {},
+        "memory_methods": dict(_MEMORY_METHODS),
+    }
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:
@@ -734,9 +761,14 @@ def _build(name: str, image_size: int, seed: int) -> nn.Module:
 
 
 def _describe_and_export(
-    name: str, model: nn.Module, runtimes: Sequence[str], workdir: Path, image_size: int,
-    calibration: CalibrationBatches | None, seed: int,
-) -> tuple[dict[str, Any], dict[str, Path]]:  # fmt: skip
+    name: str,
+    model: nn.Module,
+    runtimes: Sequence[str],
+    workdir: Path,
+    image_size: int,
+    calibration: CalibrationBatches | None,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Path]]:
     """Count a model's parameters and FLOPs and write its ONNX/int8 files as requested."""
     info: dict[str, Any] = {
         "params": count_parameters(model),
@@ -761,9 +793,14 @@ def _describe_and_export(
 
 
 def _time_cpu(
-    results: dict[str, Any], built: Mapping[str, nn.Module],
-    files: Mapping[str, Mapping[str, Path]], *, repeats: int, block_seconds: float, seed: int,
-) -> None:  # fmt: skip
+    results: dict[str, Any],
+    built: Mapping[str, nn.Module],
+    files: Mapping[str, Mapping[str, Path]],
+    *,
+    repeats: int,
+    block_seconds: float,
+    seed: int,
+) -> None:
     """Fill `results["cpu"]` and `results["gemm"]`: one interleaved run per batch size.
 
     Grouping by batch size keeps rounds short, so the variants compared by `TARGETS` (all at
@@ -781,8 +818,11 @@ def _time_cpu(
                 calls[f"{name}/{runtime}"] = _onnx_call(path, x.numpy(), num_threads)
         logger.info(
             "batch %d: timing %d variants x %d rounds of %.1f s",
-            batch, len(calls), repeats, block_seconds,
-        )  # fmt: skip
+            batch,
+            len(calls),
+            repeats,
+            block_seconds,
+        )
         rates = measure_throughput(calls, repeats=repeats, block_seconds=block_seconds, seed=seed)
         gemm = [rate * 2 * _GEMM_SIZE**3 / 1e9 for rate in rates.pop("gemm")]
         results["gemm"]["gflops"][f"b{batch}"] = statistics.median(gemm)
@@ -791,17 +831,21 @@ def _time_cpu(
             name, runtime = key.split("/")
             blocks = [rate * batch for rate in per_call]
             results["cpu"].setdefault(name, {}).setdefault(runtime, {})[f"b{batch}"] = {
-                "images_per_s": statistics.median(blocks), "blocks": blocks,
-            }  # fmt: skip
+                "images_per_s": statistics.median(blocks),
+                "blocks": blocks,
+            }
 
 
 def _environment(num_threads: int) -> dict[str, Any]:
     return {
-        "python": platform.python_version(), "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__, "cpu": _cpu_name(), "logical_cpus": _cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "cpu": _cpu_name(),
+        "logical_cpus": _cpu_count(),
         "num_threads": num_threads,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }  # fmt: skip
+    }
 
 
 def _cpu_name() -> str:
@@ -900,7 +944,7 @@ def format_markdown(results: Mapping[str, Any]) -> str:
         f"onnxruntime {env['onnxruntime']}. Speeds are medians of {settings['repeats']} "
         f"interleaved blocks of {settings['block_seconds']} s.",
         "",
-        _table(
+        markdown_table(
             ["model", "params (M)", "MFLOPs", "GPU batch/s"]
             + [f"memory {m} (MiB)" for m in memory_columns],
             [
@@ -911,7 +955,7 @@ def format_markdown(results: Mapping[str, Any]) -> str:
             ],
         ),
         "",
-        _table(
+        markdown_table(
             ["model", "runtime"]
             + [f"CPU img/s {b}" for b in batches]
             + [f"FLOP bound reached {b}" for b in batches],
@@ -956,7 +1000,7 @@ def format_markdown(results: Mapping[str, Any]) -> str:
             for entry in targets.values()
         ]
         header = ["target", "ratio of medians", "per-round ratios: median (min-max)", "met"]
-        lines += ["", _table(header, rows)]
+        lines += ["", markdown_table(header, rows)]
     if gpu.get("available"):
         lines += ["", format_device_speed(gpu["speed"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
@@ -978,9 +1022,3 @@ def _ratio_cell(ratio: Mapping[str, Any]) -> str:
 
 def _percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.0f}%"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)

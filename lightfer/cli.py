@@ -10,9 +10,15 @@ from typing import Annotated, Any
 import typer
 
 from lightfer import __version__
+from lightfer.cli_errors import ErrorReportingGroup
 from lightfer.errors import LightferError
+from lightfer.flow_cli import flow_app
+from lightfer.results_cli import results_app
 
-app = typer.Typer(help="Lightweight facial expression recognition with LDL on the AU space.")
+app = typer.Typer(
+    help="Lightweight facial expression recognition with LDL on the AU space.",
+    cls=ErrorReportingGroup,  # every LightferError and OSError: one message, exit 1
+)
 
 
 def _version(value: bool) -> None:
@@ -31,8 +37,17 @@ def _root(
     """Lightweight facial expression recognition with LDL on the AU space."""
 
 
-@app.command("params")
+params_app = typer.Typer(
+    help="Validate a params file (no command), or apply a dataset preset to it (`preset`)."
+)
+app.add_typer(params_app, name="params")
+app.add_typer(flow_app, name="flow")
+app.add_typer(results_app, name="results")
+
+
+@params_app.callback(invoke_without_command=True)
 def check_params(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Option("--file", "-f", help="Params file to check.")] = Path(
         "params.yaml"
     ),
@@ -40,12 +55,72 @@ def check_params(
     """Validate a params file against the schema and list every problem."""
     from lightfer.params import load_params
 
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         params = load_params(file)
     except LightferError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None
     typer.echo(f"{file}: valid ({len(params.datasets)} dataset(s): {', '.join(params.datasets)})")
+
+
+@params_app.command("preset")
+def apply_preset(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The preset: presets/NAME.yaml (rafdb, ferplus, ...).", show_default=False
+        ),
+    ],
+    file: Annotated[Path, typer.Option("--file", "-f", help="Params file to update.")] = Path(
+        "params.yaml"
+    ),
+    presets_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--presets",
+            help="Folder of the presets. Default: presets/ beside the params file.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would change; write nothing.")
+    ] = False,
+) -> None:
+    """Merge a dataset preset (the paper's settings) into a params file, key by key.
+
+    The preset's mappings update the file's; its other values replace the file's. The result
+    is validated before the file is replaced (atomically); every changed key is printed with
+    its old and new value. The file is rewritten by PyYAML, which drops its comments (keys
+    and their order are kept): `git diff` shows the change. Exits with 1 when the preset is
+    unknown (the available ones are listed) or the result breaks the schema (nothing is
+    written then).
+    """
+    from lightfer import presets
+
+    try:
+        result = presets.apply_preset(file, name, presets_dir=presets_dir, write=not dry_run)
+    except LightferError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    if not result.changes:
+        typer.echo(f"{file}: already has preset {name}'s {result.unchanged} setting(s); unchanged")
+        return
+    verb = "applied" if result.written else "would apply (--dry-run, nothing written)"
+    typer.echo(
+        f"{file}: {verb} preset {name}: {len(result.changes)} key(s) changed, "
+        f"{result.unchanged} already set"
+    )
+    for change in result.changes:
+        typer.echo(f"  {change}")
+    if result.had_comments:
+        tense = "were dropped" if result.written else "would be dropped"
+        typer.echo(
+            f"note: {file}'s comments {tense}: PyYAML rewrites the file without them "
+            f"(keys and order are kept)",
+            err=True,
+        )
 
 
 @app.command("predict")
@@ -119,6 +194,7 @@ def predict(
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from lightfer.io import check_output_file
     from lightfer.predict import PredictionSummary, Predictor, expand_paths, rows_format, write_rows
 
     if output_format is not None and output_format not in ("csv", "jsonl"):
@@ -129,6 +205,7 @@ def predict(
         kind = rows_format(out, output_format)  # type: ignore[arg-type]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--out'") from None
+    check_output_file(out)  # before any work, not after it
     if not expand_paths(paths):
         typer.echo(f"no image or video file found in {', '.join(map(str, paths))}", err=True)
         raise typer.Exit(code=1)
@@ -231,10 +308,11 @@ def export(
     Writes OUT with the class order, input size and normalisation in its metadata, once
     ONNX Runtime reproduces PyTorch's logits on random inputs (within 1e-4 + 1e-3 relative;
     the largest difference is printed). An official EfficientFace file records none of
-    these: it is exported at 224 pixels with ImageNet's mean and std and upstream's class
-    order, as `lightfer predict` reads it. With --int8, the quantised copy's largest logit
-    difference and top-1 agreement with PyTorch are printed on a calibration batch: a check
-    that quantisation went through, not an accuracy; evaluate it on test faces before use.
+    these: it is exported at 224 pixels with the official training's (RAF-DB) mean and
+    std and upstream's class order, as `lightfer predict` reads it. With --int8, the
+    quantised copy's largest logit difference and top-1 agreement with PyTorch are printed
+    on a calibration batch: a check that quantisation went through, not an accuracy;
+    evaluate it on test faces before use.
     Exits with 1 when the checkpoint cannot be loaded, the export does not reproduce
     PyTorch, or the calibration data cannot be read.
     """
@@ -298,7 +376,7 @@ def _load_for_export(path: Path, *, arch: str | None) -> tuple[Any, dict[str, An
     from lightfer.labels import CLASSES
     from lightfer.models import create_model
     from lightfer.models.checkpoint import load_checkpoint
-    from lightfer.predict import IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_IMAGE_SIZE
+    from lightfer.predict import OFFICIAL_IMAGE_SIZE, OFFICIAL_MEAN, OFFICIAL_STD
 
     checkpoint = load_checkpoint(path)
     classes = checkpoint.classes
@@ -312,11 +390,11 @@ def _load_for_export(path: Path, *, arch: str | None) -> tuple[Any, dict[str, An
         arch = arch or "efficientface"
         typer.echo(
             f"{path} is an official checkpoint without metadata: exporting it as {arch} at "
-            f"{OFFICIAL_IMAGE_SIZE} px with ImageNet's mean and std and the official class "
-            f"order, as `lightfer predict` reads it",
+            f"{OFFICIAL_IMAGE_SIZE} px with the official training's (RAF-DB) mean and std "
+            f"and the official class order, as `lightfer predict` reads it",
             err=True,
         )
-        info = {"image_size": OFFICIAL_IMAGE_SIZE, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        info = {"image_size": OFFICIAL_IMAGE_SIZE, "mean": OFFICIAL_MEAN, "std": OFFICIAL_STD}
     else:
         if arch is not None and arch != checkpoint.arch:
             raise CheckpointError(

@@ -6,7 +6,7 @@ The training loop only ever calls a `Regime`, so a new term (e.g. the AU-neighbo
 of the `ldl_au` regime, which looks neighbours up by `batch.rows`) is added here and to
 `REGIMES` without touching the loop.
 
-The regimes of METHOD.md:
+The regimes of docs/method.md, section 3:
 
 - `sll`: cross-entropy against the one-hot labels (eq. 1), `HardCrossEntropy`;
 - `ldl`: cross-entropy against the LDG's soft labels `d = softmax(v_LDG(x))` (eq. 2),
@@ -124,7 +124,7 @@ def soft_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") 
 
 @dataclass(frozen=True)
 class HardCrossEntropy:
-    """Cross-entropy against the hard (one-hot) labels, METHOD.md eq. 1."""
+    """Cross-entropy against the hard (one-hot) labels, docs/method.md, eq. 1."""
 
     name: ClassVar[str] = "hard_ce"
     requires: ClassVar[frozenset[str]] = frozenset()

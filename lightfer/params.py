@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from lightfer.au.openface import OPENFACE_SUCCESS_CONFIDENCE
 from lightfer.data.affectnet import check_affectnet_layout
 from lightfer.data.caers import check_caers_layout
 from lightfer.data.ferplus import check_ferplus_layout
@@ -57,9 +58,14 @@ class SyntheticDataset(SyntheticSpec):
 
 
 def _relative_to_params(path: Path, info: ValidationInfo) -> Path:
-    """A relative path in params.yaml is relative to the params file's directory."""
+    """A path in params.yaml, resolved once: `~` expanded, a relative path taken against the
+    params file's directory, and stored absolute and normalised.
+
+    Stages read these paths from other working directories (align opens images relative to
+    `data/<name>/prepared/`), so a path kept relative would point elsewhere there.
+    """
     base = Path((info.context or {}).get("base_dir", "."))
-    return path if path.is_absolute() else base / path
+    return Path(os.path.abspath(base / path.expanduser()))
 
 
 def _resolve_root(root: Path, info: ValidationInfo, expected: str) -> Path:
@@ -318,10 +324,19 @@ class AuxParams(_Section):
         description="openface: import CSVs made elsewhere (<dir>/<dataset>/<image stem>.csv) "
         "instead of running OpenFace",
     )
+    openface_min_confidence: float = Field(
+        OPENFACE_SUCCESS_CONFIDENCE,
+        ge=0.0,
+        le=1.0,
+        description="openface: faces whose landmark confidence is below this get status "
+        "openface_low_confidence; 0.725 is OpenFace 2's own success threshold (sequence CSVs "
+        "mark such rows success 0, image CSVs have no success column)",
+    )
     mlcr_csv: Path | None = Field(
-        None, description="mlcr: CSV of the 12 AU probabilities (<dataset> in the name is "
+        None,
+        description="mlcr: CSV of the 12 AU probabilities (<dataset> in the name is "
         "replaced by the dataset's name)",
-    )  # fmt: skip
+    )
 
     @field_validator("openface_binary", "openface_csv_dir", "mlcr_csv")
     @classmethod
@@ -332,6 +347,12 @@ class AuxParams(_Section):
     def _backend_inputs(self) -> AuxParams:
         if self.backend == "mlcr" and self.mlcr_csv is None:
             raise ValueError("backend 'mlcr' needs mlcr_csv, the CSV of MLCR's outputs")
+        folder = self.openface_csv_dir
+        if self.backend == "openface" and folder is not None and not folder.is_dir():
+            raise ValueError(
+                f"openface_csv_dir {str(folder)!r} is not a directory; point it at the folder "
+                "holding <dataset>/<image stem>.csv, or set it to null to run OpenFace"
+            )
         return self
 
 
@@ -351,7 +372,7 @@ class KnnParams(_Section):
 
 
 class AuLossParams(_Section):
-    """`au_loss`: the AU-neighbour term of the ldl_au regime (METHOD.md eq. 4)."""
+    """`au_loss`: the AU-neighbour term of the ldl_au regime (docs/method.md, eqs. 3-4)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -374,6 +395,12 @@ class StudyParams(_Section):
     )
     noise: tuple[Annotated[float, Field(ge=0.0, le=10.0)], ...] = Field(
         (0.0, 0.5, 1.5), min_length=1, description="oracle noise levels (std, 0-5 AU scale)"
+    )
+    seeds: tuple[Annotated[int, Field(ge=0)], ...] = Field(
+        (0,),
+        min_length=1,
+        description="training seeds of every study row (a subset of train.seeds, so the "
+        "rows compare the same seeds)",
     )
 
 
@@ -399,13 +426,36 @@ class Params(_Section):
                 "aux.backend: 'oracle' needs true AUs, which only synthetic datasets have; "
                 f"use geometry for {', '.join(sorted(set(self.datasets) - synthetic))}"
             )
+        self._openface_csvs_present()
         if set(self.study.datasets) - synthetic:
             raise ValueError(
                 f"study.datasets: {', '.join(sorted(set(self.study.datasets) - synthetic))} "
                 f"is not a synthetic dataset in datasets (configured synthetic: "
                 f"{', '.join(sorted(synthetic)) or 'none'})"
             )
+        if set(self.study.seeds) - set(self.train.seeds):
+            raise ValueError(
+                f"study.seeds: {sorted(set(self.study.seeds) - set(self.train.seeds))} not in "
+                f"train.seeds {list(self.train.seeds)}; the study compares with those runs"
+            )
         return self
+
+    def _openface_csvs_present(self) -> None:
+        """Imported OpenFace CSVs: one folder per dataset, holding CSVs (checked up front, or
+        every row would just come out `openface_missing_csv`)."""
+        folder = self.aux.openface_csv_dir
+        if self.aux.backend != "openface" or folder is None:
+            return
+        empty = [
+            str(folder / name)
+            for name in self.datasets
+            if not (folder / name).is_dir() or next((folder / name).glob("*.csv"), None) is None
+        ]
+        if empty:
+            raise ValueError(
+                f"aux.openface_csv_dir: {', '.join(empty)} missing or without .csv files; "
+                f"OpenFace's CSVs are read from <openface_csv_dir>/<dataset>/<image stem>.csv"
+            )
 
     @field_validator("datasets")
     @classmethod
@@ -425,20 +475,84 @@ class Params(_Section):
         return self.datasets[name]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, recording every mapping key that appears twice.
+
+    Plain PyYAML keeps the last of two equal keys, so a second `train:` block silently
+    replaces the first; this loader lets `read_yaml` refuse the file instead.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.repeated: list[tuple[int, str]] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in first:
+                self.repeated.append((line, f"line {line}: key {key!r} repeats line {first[key]}"))
+            elif isinstance(key, Hashable):
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Parse a YAML file, refusing repeated mapping keys (PyYAML would keep the last).
+
+    Raises:
+        ParamsError: the file is missing, unreadable, not UTF-8, not YAML, or repeats a key
+            (every repetition listed with its line numbers).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ParamsError(
+            f"{path} does not exist (looked in {Path.cwd()}); run from the project root or "
+            "name the params file"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(
+            f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ParamsError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        try:
+            raw = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    if loader.repeated:
+        raise ParamsError(
+            f"{path} repeats keys; YAML keeps only the last of each, silently dropping the "
+            "others, so merge them:\n  "
+            + "\n  ".join(entry for _, entry in sorted(loader.repeated))
+        )
+    return raw
+
+
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     """Read and validate a params file.
 
+    Relative paths in it (dataset roots, checkpoints, OpenFace and MLCR files) are taken
+    against the file's own directory and stored absolute.
+
     Raises:
-        ParamsError: the file is missing, is not YAML, or breaks the schema (every problem
-            is listed, one per line).
+        ParamsError: the file is missing, is not YAML, repeats a key, or breaks the schema
+            (every problem is listed, one per line).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path} does not exist; run from the project root or pass --params")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
+    if path.is_dir():
+        raise ParamsError(f"{path} is a directory; name the params file (e.g. params.yaml)")
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
     return validate_params(raw, source=str(path), base_dir=path.parent)

@@ -11,9 +11,11 @@ returns Markdown; nothing reads `params.yaml` or assumes where files live. The t
 * LDL metrics, per-class accuracy and confusion matrices, training curves, the soft-label
   diagnostic, the auxiliary (AU) space and the AU-noise study.
 
-`PAPER` holds the numbers the paper reports (`METHOD.md`, "Results the paper reports" and
-"Cost"). `build_report` assembles the whole document from one `DatasetMetrics` per dataset
-and the benchmark; `headline_table` is Table 2 for one dataset alone, for the README.
+`PAPER` holds the numbers the paper reports (docs/method.md, section 7: "Results the paper
+reports" and "Cost"). `build_report` assembles the whole document from one
+`DatasetMetrics` per dataset and the benchmark. Table 2 for one dataset and the AU-noise
+study's table are `lightfer.tables`' (the stages write the same bytes to table2.md and
+study.md); every table goes through `lightfer.tables.markdown_table`.
 `plot_training_curves` draws the validation accuracy per epoch of a dataset's runs.
 """
 
@@ -27,10 +29,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightfer import tables
 from lightfer.io import atomic_path
+from lightfer.tables import (
+    GROUPS,
+    NONE,
+    group_label,
+    markdown_table,
+    num,
+    ordered_groups,
+    pct,
+    runs_phrase,
+    spread,
+)
 
 __all__ = [
-    "GROUPS",
     "PAPER",
     "DatasetMetrics",
     "Report",
@@ -38,7 +51,6 @@ __all__ = [
     "build_report",
     "confusion_section",
     "curves_section",
-    "headline_table",
     "ldl_table",
     "paper_table2",
     "plot_training_curves",
@@ -52,10 +64,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The paper's numbers (METHOD.md). Accuracy in %, (min, median, max) over seeds.
+# The paper's numbers (docs/method.md, section 7). Accuracy in %, (min, median, max) over seeds.
 PAPER: dict[str, Any] = {
     "source": (
-        "Mastropasqua & Acevedo (EfficientFace + LDL + AUs), as restated in METHOD.md; "
+        "Mastropasqua & Acevedo (EfficientFace + LDL + AUs), as restated in docs/method.md; "
         "EfficientFace: Zhao, Liu, Zhou, AAAI 2021"
     ),
     "datasets": ("RAF-DB", "CAER-S", "FER+", "AffectNet-7"),
@@ -108,9 +120,6 @@ PAPER: dict[str, Any] = {
     },
 }
 
-# evaluate.json's groups, in the paper's row order, and how the tables name them.
-GROUPS: tuple[str, ...] = ("ldg", "ef-sll", "ef-ldl", "ef-ldl_au")
-_GROUP_LABELS = {"ldg": "LDG", "ef-sll": "EF SLL", "ef-ldl": "EF LDL", "ef-ldl_au": "EF LDL+AU"}
 _GROUP_STAGE = {"ldg": "train-ldg", "ef-ldl_au": "train-ef-au"}  # default: train-ef
 # The dataset kinds (params.yaml) that are the paper's datasets.
 _PAPER_DATASET_OF_KIND = {
@@ -119,7 +128,6 @@ _PAPER_DATASET_OF_KIND = {
     "ferplus": "FER+",
     "affectnet": "AffectNet-7",
 }
-_NONE = "–"
 
 
 @dataclass(frozen=True)
@@ -178,54 +186,11 @@ class Report:
     figures: list[str]
 
 
-# ----------------------------------------------------------------------------- formatting
-
-
-def _num(value: float | None, digits: int, scale: float = 1.0, sign: bool = False) -> str:
-    if value is None:
-        return _NONE
-    return f"{value * scale:{'+' if sign else ''}.{digits}f}"
-
-
-def _pct(value: float | None, sign: bool = False) -> str:
-    return _num(value, 2, 100.0, sign)
-
-
-def _spread(entry: Mapping[str, float] | None, digits: int = 2, scale: float = 100.0) -> str:
-    """`min / median / max` of an evaluate.json-style spread."""
-    if entry is None:
-        return _NONE
-    return " / ".join(_num(entry[k], digits, scale) for k in ("min", "median", "max"))
-
-
-def _bracket(entry: Mapping[str, float] | None, digits: int = 2, scale: float = 100.0) -> str:
-    """`median [min, max]`, as study.md writes it."""
-    if entry is None:
-        return _NONE
-    return (
-        f"{_num(entry['median'], digits, scale)} "
-        f"[{_num(entry['min'], digits, scale)}, {_num(entry['max'], digits, scale)}]"
-    )
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+# ----------------------------------------------------------------------------- helpers
 
 
 def _median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
-
-
-def _runs_phrase(table: Mapping[str, Any]) -> str:
-    counts = [f"{_GROUP_LABELS.get(g, g)} {table[g]['runs']}" for g in _ordered(table)]
-    return "runs: " + ", ".join(counts)
-
-
-def _ordered(groups: Iterable[str]) -> list[str]:
-    present = list(groups)
-    return [g for g in GROUPS if g in present] + sorted(g for g in present if g not in GROUPS)
 
 
 def run_group(run: str) -> str:
@@ -243,7 +208,7 @@ def _group_runs(evaluate: Mapping[str, Any]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for run in sorted(evaluate["runs"]):
         groups.setdefault(run_group(run), []).append(run)
-    return {g: groups[g] for g in _ordered(groups)}
+    return {g: groups[g] for g in ordered_groups(groups)}
 
 
 def _median_of(evaluate: Mapping[str, Any], group: str, key: str) -> float | None:
@@ -253,7 +218,7 @@ def _median_of(evaluate: Mapping[str, Any], group: str, key: str) -> float | Non
 
 def _missing_groups(data: DatasetMetrics) -> list[str]:
     return [
-        f"{_GROUP_LABELS[g]} is not in evaluate.json: the {_GROUP_STAGE.get(g, 'train-ef')} "
+        f"{group_label(g)} is not in evaluate.json: the {_GROUP_STAGE.get(g, 'train-ef')} "
         f"stage has not run for {data.name}, or evaluate ran before it."
         for g in GROUPS
         if g not in data.evaluate["table"]
@@ -282,8 +247,8 @@ def _comparability(data: DatasetMetrics, *, ceiling: bool = True) -> str:
 def _ceiling_note(ceiling: Mapping[str, float]) -> str:
     return (
         "Its ceiling: an oracle that knows each test image's true distribution and predicts "
-        f"its argmax scores {_pct(ceiling['realised_oracle_accuracy'])}% against the "
-        f"annotated test labels ({_pct(ceiling['expected_oracle_accuracy'])}% expected, "
+        f"its argmax scores {pct(ceiling['realised_oracle_accuracy'])}% against the "
+        f"annotated test labels ({pct(ceiling['expected_oracle_accuracy'])}% expected, "
         "E[max d])."
     )
 
@@ -312,12 +277,12 @@ def table1(
     ):
         info = models.get(arch)
         cost = (
-            [_NONE, _NONE]
+            [NONE, NONE]
             if info is None
-            else [_num(info["params"] / 1e6, 2), _num(info["mflops"] / 2, 1)]
+            else [num(info["params"] / 1e6, 2), num(info["mflops"] / 2, 1)]
         )
-        accuracy = [_pct(_median_of(d.evaluate, group, "accuracy")) for d in datasets]
-        rows.append([label, "this project", *cost, *accuracy, *[_NONE] * len(PAPER["datasets"])])
+        accuracy = [pct(_median_of(d.evaluate, group, "accuracy")) for d in datasets]
+        rows.append([label, "this project", *cost, *accuracy, *[NONE] * len(PAPER["datasets"])])
     paper_cost = PAPER["table3"]["models"]
     for label, key, group in (
         ("LDG (ResNet-50)", "resnet50", "ldg"),
@@ -327,10 +292,10 @@ def table1(
             [
                 label,
                 "paper",
-                _num(paper_cost[key]["params_m"], 2),
-                _num(paper_cost[key]["mmacs"], 1),
-                *[_NONE] * len(ours),
-                *[_num(PAPER["table2"][group][p][1], 2) for p in PAPER["datasets"]],
+                num(paper_cost[key]["params_m"], 2),
+                num(paper_cost[key]["mmacs"], 1),
+                *[NONE] * len(ours),
+                *[num(PAPER["table2"][group][p][1], 2) for p in PAPER["datasets"]],
             ]
         )
     runs = "; ".join(
@@ -345,7 +310,7 @@ def table1(
         f"over runs) per dataset, for the LDG and EfficientFace trained with LDL. This project "
         f"({runs}) beside the paper (seeds: {seeds}).",
         "",
-        _table(header, rows),
+        markdown_table(header, rows),
         "",
         "Multiply-adds are what the paper calls MFLOPs; bench.json counts 2 FLOPs per "
         "multiply-add, so its `mflops` is halved here.",
@@ -353,8 +318,8 @@ def table1(
     if ldg_arch not in models:
         bench_ldg = models.get("resnet50")
         detail = (
-            f" bench measures the paper's ResNet-50 ({_num(bench_ldg['params'] / 1e6, 2)} M, "
-            f"{_num(bench_ldg['mflops'] / 2, 1)} M mult-adds, Table 3)."
+            f" bench measures the paper's ResNet-50 ({num(bench_ldg['params'] / 1e6, 2)} M, "
+            f"{num(bench_ldg['mflops'] / 2, 1)} M mult-adds, Table 3)."
             if bench_ldg
             else ""
         )
@@ -369,41 +334,9 @@ def table1(
 # ------------------------------------------------------------------------------- Table 2
 
 
-def headline_table(dataset: str, evaluate: Mapping[str, Any]) -> str:
-    """Table 2 for one dataset: accuracy min / median / max over seeds per regime.
-
-    Args:
-        dataset: the dataset's name.
-        evaluate: its `evaluate.json`.
-
-    Returns:
-        A caption line and the Markdown table (accuracy and mean class accuracy in %,
-        and the median's difference from EF SLL in points).
-    """
-    table = evaluate["table"]
-    sll = _median_of(evaluate, "ef-sll", "accuracy")
-    rows = []
-    for group in _ordered(table):
-        row = table[group]
-        median = row["accuracy"]["median"]
-        delta = _NONE if sll is None or group == "ef-sll" else _pct(median - sll, sign=True)
-        rows.append(
-            [
-                _GROUP_LABELS.get(group, group),
-                row["runs"],
-                _spread(row["accuracy"]),
-                _spread(row.get("mean_class_accuracy")),
-                delta,
-            ]
-        )
-    caption = (
-        f"**Table 2 ({dataset}).** Test accuracy (%) on {dataset}, "
-        f"{evaluate['test_samples']} test images, min / median / max over runs "
-        f"({_runs_phrase(table)}); the epoch is chosen on validation. Δ: the median minus EF "
-        "SLL's, in points."
-    )
-    header = ["model", "runs", "accuracy (%)", "mean class accuracy (%)", "Δ median vs EF SLL"]
-    return caption + "\n\n" + _table(header, rows) + "\n"
+def _paper_spread(group: str, dataset: str) -> str:
+    low, median, high = PAPER["table2"][group][dataset]
+    return spread({"min": low, "median": median, "max": high}, scale=1.0)
 
 
 def paper_table2() -> str:
@@ -412,16 +345,13 @@ def paper_table2() -> str:
     for group in ("ldg", "ef-sll", "ef-ldl"):
         rows.append(
             [
-                _GROUP_LABELS[group],
-                *[
-                    " / ".join(f"{v:.2f}" for v in PAPER["table2"][group][p])
-                    for p in PAPER["datasets"]
-                ],
+                group_label(group),
+                *[_paper_spread(group, p) for p in PAPER["datasets"]],
             ]
         )
     rows.append(
         [
-            _GROUP_LABELS["ef-ldl_au"],
+            group_label("ef-ldl_au"),
             *[
                 f"≈ {-PAPER['ldl_au_minus_ldl'][p]:.1f} below EF LDL"
                 if p in PAPER["ldl_au_minus_ldl"]
@@ -436,7 +366,7 @@ def paper_table2() -> str:
         "LDL+AU is given in prose only, relative to EF LDL (the authors blame noisy automatic "
         f"AU annotations). The original EfficientFace paper reports LDL gains of up to "
         f"{PAPER['original_ldl_gain']} points on RAF-DB.\n\n"
-        + _table(["model", *PAPER["datasets"]], rows)
+        + markdown_table(["model", *PAPER["datasets"]], rows)
         + "\n"
     )
 
@@ -458,18 +388,18 @@ def table2_effects(datasets: Sequence[DatasetMetrics]) -> str:
         for d in datasets:
             a = _median_of(d.evaluate, first, "accuracy")
             b = _median_of(d.evaluate, second, "accuracy")
-            ours.append(_NONE if a is None or b is None else _pct(a - b, sign=True))
+            ours.append(NONE if a is None or b is None else pct(a - b, sign=True))
         paper = []
         for p in PAPER["datasets"]:
             value = _paper_effect(first, second, p)
             approx = "≈ " if first == "ef-ldl_au" and value is not None else ""
             paper.append("not reported" if value is None else f"{approx}{value:+.2f}")
-        rows.append([f"{_GROUP_LABELS[first]} − {_GROUP_LABELS[second]}", *ours, *paper])
+        rows.append([f"{group_label(first)} − {group_label(second)}", *ours, *paper])
     header = ["effect", *[d.name for d in datasets], *[f"{p} (paper)" for p in PAPER["datasets"]]]
     return (
         "**Effects.** Median test accuracy differences in points, the comparable quantity "
         "across datasets: this project's datasets beside the paper's.\n\n"
-        + _table(header, rows)
+        + markdown_table(header, rows)
         + "\n"
     )
 
@@ -477,13 +407,13 @@ def table2_effects(datasets: Sequence[DatasetMetrics]) -> str:
 def _table2_section(datasets: Sequence[DatasetMetrics]) -> str:
     parts = []
     for d in datasets:
-        parts.append(f"### {d.name}\n\n" + headline_table(d.name, d.evaluate))
+        parts.append(f"### {d.name}\n\n" + tables.table2(d.name, d.evaluate))
         notes = _missing_groups(d)
         if d.ceiling:
             notes.append(_ceiling_note(d.ceiling))
         if d.paper_dataset:
-            values = PAPER["table2"]["ef-ldl"][d.paper_dataset]
-            notes.append(f"Paper, EF LDL on {d.paper_dataset}: {' / '.join(map(str, values))}.")
+            paper = _paper_spread("ef-ldl", d.paper_dataset)
+            notes.append(f"Paper, EF LDL on {d.paper_dataset}: {paper}.")
         if notes:
             parts[-1] += "\n" + "\n".join(notes) + "\n"
     parts.append("### The paper's Table 2\n\n" + paper_table2() + "\n" + table2_effects(datasets))
@@ -522,10 +452,10 @@ def table3(bench: Mapping[str, Any]) -> str:
             [
                 name,
                 "this project",
-                _num(info["params"] / 1e6, 2),
-                _num(info["mflops"] / 2, 1),
-                _num(_gpu(bench, name), 2),
-                *[_num(_cpu(bench, name, r, "b1"), 2) for r in ("eager", "onnx_fp32", "onnx_int8")],
+                num(info["params"] / 1e6, 2),
+                num(info["mflops"] / 2, 1),
+                num(_gpu(bench, name), 2),
+                *[num(_cpu(bench, name, r, "b1"), 2) for r in ("eager", "onnx_fp32", "onnx_int8")],
             ]
         )
         memory_rows.append(
@@ -533,7 +463,7 @@ def table3(bench: Mapping[str, Any]) -> str:
                 name,
                 "this project",
                 *[
-                    _num(_memory(bench, name, m), 1)
+                    num(_memory(bench, name, m), 1)
                     for m in ("tensors", "eager", "onnx_fp32", "onnx_int8")
                 ],
             ]
@@ -543,15 +473,15 @@ def table3(bench: Mapping[str, Any]) -> str:
             [
                 p["label"],
                 "paper",
-                _num(p["params_m"], 2),
-                _num(p["mmacs"], 1),
-                _num(p["gpu_batches_per_s"], 2),
-                _num(p["cpu_images_per_s"], 2),
-                _NONE,
-                _NONE,
+                num(p["params_m"], 2),
+                num(p["mmacs"], 1),
+                num(p["gpu_batches_per_s"], 2),
+                num(p["cpu_images_per_s"], 2),
+                NONE,
+                NONE,
             ]
         )
-        memory_rows.append([p["label"], "paper", _NONE, _num(p["memory_mb"], 1), _NONE, _NONE])
+        memory_rows.append([p["label"], "paper", NONE, num(p["memory_mb"], 1), NONE, NONE])
     gpu_text = (
         f"GPU: {gpu['device']}, batch {gpu['batch_size']}."
         if gpu.get("available")
@@ -565,7 +495,7 @@ def table3(bench: Mapping[str, Any]) -> str:
         f"interleaved rounds of {settings['block_seconds']} s (no seeds: one benchmark run). "
         f"Paper: {PAPER['table3']['hardware']}. {gpu_text}",
         "",
-        _table(
+        markdown_table(
             [
                 "model",
                 "source",
@@ -586,7 +516,9 @@ def table3(bench: Mapping[str, Any]) -> str:
         + ". The paper's inference memory is shown under eager; it does not say how it was "
         "measured.",
         "",
-        _table(["model", "source", "tensors", "eager", "ONNX fp32", "ONNX int8"], memory_rows),
+        markdown_table(
+            ["model", "source", "tensors", "eager", "ONNX fp32", "ONNX int8"], memory_rows
+        ),
         "",
         _ratios(bench),
     ]
@@ -596,13 +528,13 @@ def table3(bench: Mapping[str, Any]) -> str:
             "",
             "**Benchmark targets** (bench.json; ratios of same-run medians).",
             "",
-            _table(
+            markdown_table(
                 ["target", "value", "bound", "met"],
                 [
                     [
                         t["description"],
-                        _num(t["value"], 2),
-                        _num(t["bound"], 2),
+                        num(t["value"], 2),
+                        num(t["bound"], 2),
                         "yes" if t["met"] else "**no**",
                     ]
                     for t in targets.values()
@@ -623,7 +555,7 @@ def _ratios(bench: Mapping[str, Any]) -> str:
     paper = PAPER["table3"]["models"]
 
     def ratio(a: float | None, b: float | None) -> str:
-        return _NONE if a is None or b is None or b == 0 else f"{a / b:.3f}"
+        return NONE if a is None or b is None or b == 0 else f"{a / b:.3f}"
 
     def deployment(model: str) -> float | None:
         rates = [_cpu(bench, model, r, "b1") for r in ("onnx_fp32", "onnx_int8")]
@@ -652,7 +584,7 @@ def _ratios(bench: Mapping[str, Any]) -> str:
             ratio(_cpu(bench, ef, "eager", "b1"), _cpu(bench, rn, "eager", "b1")),
             ratio(paper[ef]["cpu_images_per_s"], paper[rn]["cpu_images_per_s"]),
         ],
-        ["CPU img/s b1, deployment (best ONNX)", ratio(deployment(ef), deployment(rn)), _NONE],
+        ["CPU img/s b1, deployment (best ONNX)", ratio(deployment(ef), deployment(rn)), NONE],
         [
             "memory, eager",
             ratio(_memory(bench, ef, "eager"), _memory(bench, rn, "eager")),
@@ -661,12 +593,13 @@ def _ratios(bench: Mapping[str, Any]) -> str:
         [
             "memory, tensors",
             ratio(_memory(bench, ef, "tensors"), _memory(bench, rn, "tensors")),
-            _NONE,
+            NONE,
         ],
     ]
     return (
         "**EfficientFace / ResNet-50.** Same-run ratios, comparable across machines: this "
-        "project beside the paper.\n\n" + _table(["quantity", "this project", "paper"], rows)
+        "project beside the paper.\n\n"
+        + markdown_table(["quantity", "this project", "paper"], rows)
     )
 
 
@@ -686,17 +619,17 @@ def ldl_table(dataset: str, evaluate: Mapping[str, Any]) -> str:
         )
     rows = []
     for group, names in groups.items():
-        cells = [_num(_median(runs[n][k] for n in names), 3) for k in _LDL_KEYS]
-        tma = _pct(_median(runs[n]["true_majority_accuracy"] for n in names))
-        rows.append([_GROUP_LABELS.get(group, group), len(names), *cells, tma])
+        cells = [num(_median(runs[n][k] for n in names), 3) for k in _LDL_KEYS]
+        tma = pct(_median(runs[n]["true_majority_accuracy"] for n in names))
+        rows.append([group_label(group), len(names), *cells, tma])
     return (
         f"**LDL metrics ({dataset}).** Predicted distribution against the true vote "
         f"distribution on the {evaluate['test_samples']} test images, median over each "
-        f"model's runs ({_runs_phrase(evaluate['table'])}). KL(true ‖ predicted) and "
+        f"model's runs ({runs_phrase(evaluate['table'])}). KL(true ‖ predicted) and "
         "Chebyshev: lower is better; cosine, intersection and true-majority accuracy (the "
         "prediction's argmax is the true distribution's): higher is better. The paper reports "
         "accuracy only, so these have no paper counterpart.\n\n"
-        + _table(
+        + markdown_table(
             [
                 "model",
                 "runs",
@@ -723,18 +656,18 @@ def confusion_section(data: DatasetMetrics) -> str:
     classes = first.get("classes") or sorted(first["per_class_accuracy"])
     rows = [
         [
-            _GROUP_LABELS.get(g, g),
+            group_label(g),
             len(names),
-            *[_pct(_median(runs[n]["per_class_accuracy"][c] for n in names)) for c in classes],
+            *[pct(_median(runs[n]["per_class_accuracy"][c] for n in names)) for c in classes],
         ]
         for g, names in groups.items()
     ]
     parts = [
         f"**Per-class accuracy ({data.name}).** Test recall per class (%), median over each "
-        f"model's runs ({_runs_phrase(data.evaluate['table'])}). The paper shows no per-class "
+        f"model's runs ({runs_phrase(data.evaluate['table'])}). The paper shows no per-class "
         "numbers.",
         "",
-        _table(["model", "runs", *classes], rows),
+        markdown_table(["model", "runs", *classes], rows),
         "",
     ]
     shown = [names[0] for names in groups.values() if names[0] in data.confusion]
@@ -794,7 +727,7 @@ def plot_training_curves(
         `out_png`.
 
     Raises:
-        ValueError: no runs, or a CSV lacks the `epoch` or `val_accuracy` column.
+        ValueError: no runs, or a CSV lacks the `epoch` column or both accuracy columns.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -804,14 +737,12 @@ def plot_training_curves(
         raise ValueError(f"no training curves to plot for {out_png}")
     curves = {name: _read_curve(Path(path)) for name, path in csv_paths.items()}
     for name, curve in curves.items():
-        if "epoch" not in curve or "val_accuracy" not in curve:
-            raise ValueError(
-                f"{csv_paths[name]} has no epoch and val_accuracy columns (run {name})"
-            )
+        if "epoch" not in curve or not {"val_accuracy", "train_accuracy"} & set(curve):
+            raise ValueError(f"{csv_paths[name]} has no epoch and accuracy columns (run {name})")
     panels: dict[str, list[str]] = {}
     for name in sorted(curves):
         panels.setdefault(run_group(name), []).append(name)
-    panels = {g: panels[g] for g in _ordered(panels)}
+    panels = {g: panels[g] for g in ordered_groups(panels)}
     fig = Figure(figsize=(3.4 * len(panels), 3.3), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
@@ -820,15 +751,17 @@ def plot_training_curves(
         for index, name in enumerate(names):
             curve, colour = curves[name], colours[index % len(colours)]
             epochs = curve["epoch"]
-            val = [100 * v for v in curve["val_accuracy"]]
-            ax.plot(epochs, val, color=colour, lw=1.6, label=name)
-            if "train_accuracy" in curve:
+            # A run without a validation split (train.val_fraction 0) kept its last epoch.
+            val = [100 * v for v in curve.get("val_accuracy", curve["train_accuracy"])]
+            label = name if "val_accuracy" in curve else f"{name} (no validation: training)"
+            ax.plot(epochs, val, color=colour, lw=1.6, label=label)
+            if "train_accuracy" in curve and "val_accuracy" in curve:
                 train = [100 * v for v in curve["train_accuracy"]]
                 ax.plot(epochs, train, color=colour, lw=1.0, ls=":", alpha=0.8)
             chosen = (selected_epochs or {}).get(name)
             if chosen in epochs:
                 ax.plot([chosen], [val[epochs.index(chosen)]], "o", color=colour, ms=5)
-        ax.set_title(_GROUP_LABELS.get(group, group), fontsize=10)
+        ax.set_title(group_label(group), fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -861,11 +794,11 @@ def curves_section(data: DatasetMetrics) -> str:
         rows = [
             [
                 run,
-                t.get("epochs_completed", _NONE),
-                t.get("selected_epoch", _NONE),
+                t.get("epochs_completed", NONE),
+                t.get("selected_epoch", NONE),
                 "yes" if t.get("stopped_early") else "no",
-                _pct(t.get("val_accuracy")),
-                _pct(t.get("test_accuracy")),
+                pct(t.get("val_accuracy")),
+                pct(t.get("test_accuracy")),
             ]
             for run, t in sorted(data.train.items(), key=lambda item: _run_order(item[0]))
         ]
@@ -874,7 +807,7 @@ def curves_section(data: DatasetMetrics) -> str:
             f"**Training runs ({data.name}).** Epochs run, the epoch kept (chosen by "
             "validation accuracy) and its validation and test accuracy (%).",
             "",
-            _table(
+            markdown_table(
                 [
                     "run",
                     "epochs",
@@ -898,22 +831,22 @@ def soft_label_section(data: DatasetMetrics) -> str:
     if soft is None:
         return f"The soft-labels stage has not run for {data.name} (no soft_labels.json).\n"
     rows = [
-        ["training images", _num(soft.get("mean_top_probability_train"), 3)],
-        ["held-out images (validation + test)", _num(soft.get("mean_top_probability_held_out"), 3)],
+        ["training images", num(soft.get("mean_top_probability_train"), 3)],
+        ["held-out images (validation + test)", num(soft.get("mean_top_probability_held_out"), 3)],
     ]
     ceiling = (data.prepare or {}).get("ceiling_train")
     if ceiling:
         rows.append(
             [
                 "true distributions, training images (E[max d])",
-                _num(ceiling["expected_oracle_accuracy"], 3),
+                num(ceiling["expected_oracle_accuracy"], 3),
             ]
         )
     text = (
         f"**Soft labels ({data.name}).** Mean top probability of the frozen LDG's soft labels "
         f"({soft.get('rows')} images, temperature {soft.get('temperature')}, "
         f"{soft.get('folds')} fold(s): 1 is the paper's way, the LDG labels the images it was "
-        "trained on).\n\n" + _table(["images", "mean top probability"], rows) + "\n\n"
+        "trained on).\n\n" + markdown_table(["images", "mean top probability"], rows) + "\n\n"
     )
     train, held = soft.get("mean_top_probability_train"), soft.get("mean_top_probability_held_out")
     if train is not None and held is not None:
@@ -936,15 +869,15 @@ def au_section(data: DatasetMetrics) -> str:
     if knn is None:
         parts.append(f"The knn stage has not run for {data.name} (no knn.json).")
     else:
-        agreement = f"{_num(knn['label_agreement'], 3)} (chance {_num(knn['chance_agreement'], 3)})"
-        kl = _NONE
+        agreement = f"{num(knn['label_agreement'], 3)} (chance {num(knn['chance_agreement'], 3)})"
+        kl = NONE
         if "neighbour_kl" in knn:
-            random_pairs = _num(knn.get("random_pair_kl"), 3)
-            kl = f"{_num(knn['neighbour_kl'], 3)} (random pairs {random_pairs})"
+            random_pairs = num(knn.get("random_pair_kl"), 3)
+            kl = f"{num(knn['neighbour_kl'], 3)} (random pairs {random_pairs})"
         parts += [
             f"**Neighbour graph ({data.name}).** The NGT K-NN graph the AU term trains on.",
             "",
-            _table(
+            markdown_table(
                 [
                     "auxiliary space",
                     "K",
@@ -958,9 +891,9 @@ def au_section(data: DatasetMetrics) -> str:
                     [
                         knn["backend"],
                         knn["k"],
-                        knn.get("in_graph", _NONE),
-                        _num(knn.get("sigma"), 3),
-                        _num(knn.get("recall_at_k"), 3),
+                        knn.get("in_graph", NONE),
+                        num(knn.get("sigma"), 3),
+                        num(knn.get("recall_at_k"), 3),
                         agreement,
                         kl,
                     ]
@@ -978,14 +911,14 @@ def au_section(data: DatasetMetrics) -> str:
             rows.append(
                 [
                     label,
-                    b.get("dimensions", _NONE),
-                    b.get("in_graph", _NONE),
-                    _num(b["label_agreement"], 3),
-                    _num(b["chance_agreement"], 3),
-                    _num(lift, 2),
-                    _num(b.get("neighbour_kl"), 3),
-                    _num(b.get("random_pair_kl"), 3),
-                    _num(b.get("prototype_correlation"), 3),
+                    b.get("dimensions", NONE),
+                    b.get("in_graph", NONE),
+                    num(b["label_agreement"], 3),
+                    num(b["chance_agreement"], 3),
+                    num(lift, 2),
+                    num(b.get("neighbour_kl"), 3),
+                    num(b.get("random_pair_kl"), 3),
+                    num(b.get("prototype_correlation"), 3),
                 ]
             )
         parts += [
@@ -995,7 +928,7 @@ def au_section(data: DatasetMetrics) -> str:
             "and the correlation of the per-emotion means with the EMFACS prototypes. "
             "oracle@s: the true AUs plus noise of std s (0-5 scale).",
             "",
-            _table(
+            markdown_table(
                 [
                     "auxiliary space",
                     "dimensions",
@@ -1036,55 +969,15 @@ def au_section(data: DatasetMetrics) -> str:
 
 
 def study_section(data: DatasetMetrics) -> str:
-    """The AU-noise study's table (study.json) with each row's gain over plain LDL."""
+    """The AU-noise study's table (study.json, as study.md writes it) beside the paper."""
     if not data.in_study:
         return f"{data.name} is not in study.datasets, so the AU-noise study did not run on it.\n"
     if data.study is None:
         return f"The study-summary stage has not run for {data.name} (no study.json).\n"
-    rows_in = data.study["rows"]
-    base = next((r for r in rows_in if r["aux"].startswith("none")), None)  # plain ldl
-    rows = []
-    for row in rows_in:
-        agreement = _NONE
-        if "label_agreement" in row:
-            agreement = f"{_num(row['label_agreement'], 3)} ({_num(row['chance_agreement'], 3)})"
-        gain = _NONE
-        if base is not None and row is not base and "accuracy" in row:
-            gain = _pct(row["accuracy"]["median"] - base["accuracy"]["median"], sign=True)
-        rows.append(
-            [
-                "ldl" if row is base else "ldl_au",
-                row["aux"],
-                _NONE if row.get("noise") is None else f"{row['noise']:g}",
-                row["runs"],
-                agreement,
-                _bracket(row.get("accuracy")),
-                gain,
-                _bracket(row.get("true_majority_accuracy")),
-                _bracket(row.get("kl_divergence"), 3, 1.0),
-            ]
-        )
     paper = ", ".join(f"{v:+.1f} on {p}" for p, v in PAPER["ldl_au_minus_ldl"].items())
     return (
-        f"**AU-noise study ({data.name}).** EfficientFace LDL+AU by auxiliary space: none "
-        "(plain LDL), the configured backend, and oracle AUs with Gaussian noise of the given "
-        "std (0-5 scale); median [min, max] over seeds. Δ: median accuracy minus plain LDL's, "
-        f"in points. The paper has no such study; its OpenFace AUs gave {paper}.\n\n"
-        + _table(
-            [
-                "regime",
-                "AU space",
-                "noise",
-                "runs",
-                "label agreement (chance)",
-                "accuracy (%)",
-                "Δ vs ldl",
-                "true-majority accuracy (%)",
-                "KL to true distribution",
-            ],
-            rows,
-        )
-        + "\n"
+        tables.study_table(data.name, data.study["rows"])
+        + f"\nThe paper has no such study; its OpenFace AUs gave {paper} (LDL+AU minus LDL).\n"
     )
 
 

@@ -73,11 +73,15 @@ def main() -> None:
         block_seconds=args.block_seconds,
     )
     medians = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"EfficientFace training steps at {args.image_size}px, batch {b}, K {k}, "
-          f"{args.threads} thread(s), {args.repeats} interleaved rounds")  # fmt: skip
+    print(
+        f"EfficientFace training steps at {args.image_size}px, batch {b}, K {k}, "
+        f"{args.threads} thread(s), {args.repeats} interleaved rounds"
+    )
     for name, value in medians.items():
-        print(f"  {name:>5}: {value * b:7.1f} img/s  (per-block steps/s: "
-              f"{', '.join(f'{v:.2f}' for v in rates[name])})")  # fmt: skip
+        print(
+            f"  {name:>5}: {value * b:7.1f} img/s  (per-block steps/s: "
+            f"{', '.join(f'{v:.2f}' for v in rates[name])})"
+        )
     for name in ("bank", "ldg", "batch"):
         print(f"  time per step, ldl_au[{name}] / ldl = {medians['ldl'] / medians[name]:.2f}x")
 

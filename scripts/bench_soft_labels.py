@@ -57,11 +57,15 @@ def main() -> None:
         block_seconds=args.block_seconds,
     )
     medians = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"EfficientFace LDL steps at {args.image_size}px, batch {args.batch_size}, "
-          f"{args.threads} thread(s), {args.repeats} interleaved rounds")  # fmt: skip
+    print(
+        f"EfficientFace LDL steps at {args.image_size}px, batch {args.batch_size}, "
+        f"{args.threads} thread(s), {args.repeats} interleaved rounds"
+    )
     for name, value in medians.items():
-        print(f"  {name:>6}: {value * args.batch_size:7.1f} img/s  (per-block steps/s: "
-              f"{', '.join(f'{v:.2f}' for v in rates[name])})")  # fmt: skip
+        print(
+            f"  {name:>6}: {value * args.batch_size:7.1f} img/s  (per-block steps/s: "
+            f"{', '.join(f'{v:.2f}' for v in rates[name])})"
+        )
     print(f"  cached / online = {medians['cached'] / medians['online']:.2f}x")
 
 

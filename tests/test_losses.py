@@ -168,8 +168,9 @@ def test_au_term_bank_takes_each_batch_prediction_and_resumes_from_its_state():
     # The next batch is pulled toward the updated predictions, not the initial ones.
     probe = torch.zeros(1, C)
     after = term(probe, _Batch(torch.zeros(1, dtype=torch.long), torch.tensor([0])))
-    assert after.item() == pytest.approx(_direct(probe, torch.tensor([0]), neighbours, weights,
-                                                 bank), 1e-5)  # fmt: skip
+    assert after.item() == pytest.approx(
+        _direct(probe, torch.tensor([0]), neighbours, weights, bank), 1e-5
+    )
     restored = AUNeighbourKL(neighbours, weights, source="bank", init=init)
     restored.load_state_dict(term.state_dict())
     assert torch.equal(restored.state_dict()["bank"], term.state_dict()["bank"])

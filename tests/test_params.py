@@ -13,7 +13,7 @@ from lightfer.cli import app
 from lightfer.errors import ParamsError
 from lightfer.labels import CLASSES
 from lightfer.params import DATASET_KINDS, Params, load_params, validate_params
-from tests.conftest import PROJECT_ROOT, default_params
+from tests.conftest import PROJECT_ROOT, default_params, tiny_params
 
 OFFICIAL_FOLDERS = {str(k): name for k, name in enumerate(CLASSES)}
 
@@ -97,9 +97,14 @@ def test_synthetic_prior_must_name_every_class():
 def test_missing_dataset_root_is_named_with_what_to_do(tmp_path: Path):
     raw = _with(
         "datasets",
-        {"rafdb": {"kind": "imagefolder", "root": str(tmp_path / "nope"),
-                   "classes": OFFICIAL_FOLDERS}},
-    )  # fmt: skip
+        {
+            "rafdb": {
+                "kind": "imagefolder",
+                "root": str(tmp_path / "nope"),
+                "classes": OFFICIAL_FOLDERS,
+            }
+        },
+    )
     message = _error(raw)
     assert f"datasets.rafdb.root: directory '{tmp_path / 'nope'}' does not exist" in message
     assert "point it at the folder that holds the split folders" in message
@@ -176,3 +181,48 @@ def test_a_dataset_root_that_is_not_the_layout_says_what_was_expected(tmp_path: 
 def test_detection_settings_are_checked_too():
     message = _error(_with("align.detect", {"no_face": "guess"}))
     assert "align.detect.no_face: 'guess' is not one of skip, center_crop" in message
+
+
+def test_relative_paths_are_resolved_against_the_params_file_and_stored_absolute(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "ds/folders/train/0").mkdir(parents=True)
+    (tmp_path / "ds/folders/test/0").mkdir(parents=True)
+    project = tmp_path / "project"
+    project.mkdir()
+    raw = copy.deepcopy(default_params())
+    raw["datasets"] = {
+        "mine": {"kind": "imagefolder", "root": "../ds/folders", "classes": OFFICIAL_FOLDERS}
+    }
+    raw["study"]["datasets"] = []
+    import yaml
+
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path / "ds")  # anywhere but the params file's folder
+    params = load_params(Path("../project/params.yaml"))
+    assert params.datasets["mine"].root == tmp_path / "ds/folders"
+    assert params.datasets["mine"].root.is_absolute()
+
+
+def test_repeated_keys_are_refused_with_their_lines(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("base:\n  seed: 1\n  seed: 2\nalign: {}\nalign: {}\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert "line 3: key 'seed' repeats line 2" in str(info.value)
+    assert "line 5: key 'align' repeats line 4" in str(info.value)
+
+
+def test_the_openface_threshold_defaults_to_openface_s_own():
+    from lightfer.au.openface import OPENFACE_SUCCESS_CONFIDENCE
+
+    params = validate_params(default_params())
+    assert params.aux.openface_min_confidence == OPENFACE_SUCCESS_CONFIDENCE == 0.725
+
+
+def test_study_seeds_must_be_training_seeds(write_params):
+    raw = tiny_params()
+    raw["train"]["seeds"] = [0, 1]
+    raw["study"]["seeds"] = [2]
+    with pytest.raises(ParamsError, match=r"study.seeds: \[2\] not in train.seeds \[0, 1\]"):
+        load_params(write_params(raw))

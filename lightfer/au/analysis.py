@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lightfer.errors import AuxLabelError
 from lightfer.io import atomic_path
 from lightfer.labels import AU_NAMES, CLASSES
 
@@ -95,6 +96,11 @@ def write_tsne_map(
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
+    if np.ptp(np.asarray(vectors, dtype=np.float64), axis=0).max(initial=0.0) == 0.0:
+        raise AuxLabelError(
+            f"cannot map {title!r}: every vector is the same (a constant auxiliary space "
+            f"has no neighbours to show); check the aux stage's inputs"
+        )
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.permutation(len(vectors))[:max_points])
     points = TSNE(
@@ -148,13 +154,18 @@ def write_au_heatmap(
 
     z = _standardised(np.asarray(vectors, dtype=np.float64))
     means = np.stack(
-        [z[labels == c].mean(0) if np.any(labels == c) else np.zeros(z.shape[1])
-         for c in range(len(CLASSES))]
-    )  # fmt: skip
+        [
+            z[labels == c].mean(0) if np.any(labels == c) else np.zeros(z.shape[1])
+            for c in range(len(CLASSES))
+        ]
+    )
     fig, axes = plt.subplots(
-        1, 2, figsize=(4 + 0.45 * (len(names) + len(AU_NAMES)), 3.6), dpi=110,
+        1,
+        2,
+        figsize=(4 + 0.45 * (len(names) + len(AU_NAMES)), 3.6),
+        dpi=110,
         gridspec_kw={"width_ratios": [len(names), len(AU_NAMES)]},
-    )  # fmt: skip
+    )
     limit = max(float(np.abs(means).max()), 1e-6)
     panels = (
         (means, list(names), "mean per emotion (z-score)", "RdBu_r", (-limit, limit)),

@@ -17,8 +17,12 @@ def _face_crop(image: np.ndarray, box: np.ndarray | None, tile: int) -> np.ndarr
     if box is not None and np.isfinite(box).all():
         x0, y0, x1, y1 = box
         cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, 1.3 * max(x1 - x0, y1 - y0)
-        matrix = np.array([[tile / side, 0, tile / 2 - cx * tile / side],
-                           [0, tile / side, tile / 2 - cy * tile / side]])  # fmt: skip
+        matrix = np.array(
+            [
+                [tile / side, 0, tile / 2 - cx * tile / side],
+                [0, tile / side, tile / 2 - cy * tile / side],
+            ]
+        )
         return cv2.warpAffine(image, matrix, (tile, tile), flags=cv2.INTER_AREA)
     return cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA)
 
@@ -43,8 +47,16 @@ def contact_sheet(
     sheet = np.full((tile * len(CLASSES), _LABEL_WIDTH + tile * per_class, 3), 255, np.uint8)
     for k, name in enumerate(CLASSES):
         y = k * tile
-        cv2.putText(sheet, name, (4, y + tile // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            sheet,
+            name,
+            (4, y + tile // 2 + 5),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
         candidates = np.flatnonzero(is_train & (labels == k) & clear)
         if len(candidates) == 0:
             candidates = np.flatnonzero(labels == k)

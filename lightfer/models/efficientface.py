@@ -242,9 +242,15 @@ class SingleSampleBatchNorm1d(nn.BatchNorm1d):
         """Normalise `input`; see the class docstring for one-sample training batches."""
         if self.training and input.shape[0] == 1 and self.running_mean is not None:
             return F.batch_norm(
-                input, self.running_mean, self.running_var, self.weight, self.bias,
-                training=False, momentum=0.0, eps=self.eps,
-            )  # fmt: skip
+                input,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                training=False,
+                momentum=0.0,
+                eps=self.eps,
+            )
         return super().forward(input)
 
 

@@ -128,9 +128,12 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> Optimizer:
         )
     kind = torch.optim.RAdam if config.optimizer == "radam" else torch.optim.Adam
     return kind(
-        params, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
+        params,
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        eps=config.eps,
         weight_decay=config.weight_decay,
-    )  # fmt: skip
+    )
 
 
 def build_schedule(optimizer: Optimizer, config: TrainConfig, steps_per_epoch: int) -> Schedule:
@@ -273,8 +276,11 @@ def train_one_epoch(
         batches += 1
         if progress and batches % _REFRESH_EVERY == 0:
             rate = seen / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{sums['loss'].item() / seen:.4f}",
-                            acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")  # fmt: skip
+            bar.set_postfix(
+                loss=f"{sums['loss'].item() / seen:.4f}",
+                acc=f"{correct.item() / seen:.3f}",
+                img_s=f"{rate:.0f}",
+            )
     elapsed = time.perf_counter() - start
     if seen == 0:
         raise ValueError(f"the training loader yielded no batch in epoch {epoch}")
@@ -458,9 +464,10 @@ def load_training_state(path: Path) -> dict[str, Any]:
 def _check_same_config(path: Path, saved: dict[str, Any], config: TrainConfig) -> None:
     current = config.model_dump(mode="json")
     changed = sorted(
-        key for key in current.keys() | saved.keys()
+        key
+        for key in current.keys() | saved.keys()
         if key not in _RESUMABLE_CHANGES and current.get(key) != saved.get(key)
-    )  # fmt: skip
+    )
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
         raise CheckpointError(
@@ -575,10 +582,20 @@ def fit(
         torch.manual_seed(derive_seed(config.seed, epoch, 0x5EED))
         train_loader.sampler.set_epoch(epoch)
         train = train_one_epoch(
-            model, regime, optimizer, train_loader, device, epoch=epoch, scheduler=per_batch,
-            scaler=scaler, options=options, max_steps=config.max_steps_per_epoch,
-            grad_clip_norm=config.grad_clip_norm, progress=progress, distributed=distributed,
-        )  # fmt: skip
+            model,
+            regime,
+            optimizer,
+            train_loader,
+            device,
+            epoch=epoch,
+            scheduler=per_batch,
+            scaler=scaler,
+            options=options,
+            max_steps=config.max_steps_per_epoch,
+            grad_clip_norm=config.grad_clip_norm,
+            progress=progress,
+            distributed=distributed,
+        )
         row: dict[str, Any] = {"epoch": epoch, "lr": train.pop("lr")}
         speed, _ = train.pop("images_per_s"), train.pop("batches")
         row.update({f"train_{k}": v for k, v in train.items()})
@@ -596,10 +613,18 @@ def fit(
         state = _State(epoch, [*state.history, row], stopping.should_stop)
         if distributed.is_main:
             _save_epoch(
-                out_dir, model=model, state=state, info=info, speed=speed, optimizer=optimizer,
-                schedule=schedule, scaler=scaler, early_stopping=stopping, config=config,
+                out_dir,
+                model=model,
+                state=state,
+                info=info,
+                speed=speed,
+                optimizer=optimizer,
+                schedule=schedule,
+                scaler=scaler,
+                early_stopping=stopping,
+                config=config,
                 regime=regime,
-            )  # fmt: skip
+            )
         distributed.barrier()  # no rank runs ahead of the commit point
     if not state.history:
         raise ValueError(f"config.epochs is {config.epochs}: nothing was trained")
@@ -631,15 +656,25 @@ def _save_epoch(
     row, epoch = state.history[-1], state.epoch
     logger.info(
         "epoch %d: train loss %.4f acc %.4f (%.0f img/s), val acc %s, test acc %s",
-        epoch, row["train_loss"], row["train_accuracy"], speed, row.get("val_accuracy"),
+        epoch,
+        row["train_loss"],
+        row["train_accuracy"],
+        speed,
+        row.get("val_accuracy"),
         row.get("test_accuracy"),
-    )  # fmt: skip
+    )
     if select_epoch(state.history) == epoch:
         save_checkpoint(
-            out_dir / BEST_FILE, _unwrap(model), arch=info.arch, classes=info.classes,
-            image_size=info.image_size, mean=info.mean, std=info.std, dataset=info.dataset,
+            out_dir / BEST_FILE,
+            _unwrap(model),
+            arch=info.arch,
+            classes=info.classes,
+            image_size=info.image_size,
+            mean=info.mean,
+            std=info.std,
+            dataset=info.dataset,
             epoch=epoch,
-        )  # fmt: skip
+        )
     _write_history(out_dir / HISTORY_FILE, state.history)
     save_training_state(out_dir / STATE_FILE, model=model, state=state, info=info, **training)
     if state.stopped_early:

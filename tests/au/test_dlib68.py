@@ -18,7 +18,7 @@ from lightfer.errors import AuxLabelError
 from lightfer.faces.align import AlignSpec, align_face, anchor_points, apply_transform
 from tests.au.conftest import MEAN_SHAPE_UNIT
 
-MTCNN_EYES = [(205, 102), (247, 104)]  # MTCNN's eye points on the astronaut, DEPENDENCIES.md
+MTCNN_EYES = [(205, 102), (247, 104)]  # facenet-pytorch MTCNN's eye points on skimage's astronaut
 
 
 @pytest.fixture(scope="module")

@@ -66,3 +66,13 @@ def test_aux_vectors_are_checked(kwargs, message):
     } | kwargs
     with pytest.raises(ValueError, match=message):
         AuxVectors(**arguments)
+
+
+def test_a_constant_space_is_refused_before_t_sne(tmp_path):
+    from lightfer.au.analysis import write_tsne_map
+    from lightfer.errors import AuxLabelError
+
+    vectors = np.ones((20, 5))
+    with pytest.raises(AuxLabelError, match="every vector is the same"):
+        write_tsne_map(tmp_path / "map.png", vectors, np.zeros(20, int), title="flat")
+    assert not (tmp_path / "map.png").exists()

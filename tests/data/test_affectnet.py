@@ -46,8 +46,14 @@ VALIDATION = [AffectRow(f"1/v{code}.jpg", code, landmarks=GOOD) for code in rang
 
 def test_every_code_maps_to_the_documented_canonical_index() -> None:
     assert {k: CLASSES.index(v) for k, v in AFFECTNET_LABELS.items()} == {
-        0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6,
-    }  # fmt: skip
+        0: 0,
+        1: 1,
+        2: 2,
+        3: 3,
+        4: 4,
+        5: 5,
+        6: 6,
+    }
     assert [CLASSES[k] for k in range(7)] == [AFFECTNET_LABELS[k] for k in range(7)]
     assert SKIPPED_CODES == {7: "contempt", 8: "none", 9: "uncertain", 10: "no_face"}
 
@@ -76,8 +82,11 @@ def test_csv_release(tmp_path: Path, csv_folder: str, image_folder: str) -> None
     ]
     a = rows["689/a.jpg"]
     assert (a["split"], a["path"], a["label"], a["source_label"]) == (
-        "train", f"{image_folder}/689/a.jpg", 1, "1",
-    )  # fmt: skip
+        "train",
+        f"{image_folder}/689/a.jpg",
+        1,
+        "1",
+    )
     assert a["box"] == [10, 12, 60, 72] and rows["689/b.jpg"]["box"] == [0, 0, 20, 30]
     assert a["landmarks"][:4] == [100, 200, 101, 201] and a["landmarks"][-1] == 267
     for sample_id in ("12/c.jpg", "12/j.jpg", "12/k.jpg"):
@@ -88,9 +97,14 @@ def test_csv_release(tmp_path: Path, csv_folder: str, image_folder: str) -> None
     assert summary["by_split"] == {"train": 5, "test": 7}
     assert summary["label_counts"]["test"] == dict.fromkeys(CLASSES, 1)
     assert summary["skipped"]["by_reason"] == {
-        "bad_box": 1, "contempt": 2, "missing_file": 1, "no_face": 1, "none": 1,
-        "uncertain": 1, "unknown_code": 1,
-    }  # fmt: skip
+        "bad_box": 1,
+        "contempt": 2,
+        "missing_file": 1,
+        "no_face": 1,
+        "none": 1,
+        "uncertain": 1,
+        "unknown_code": 1,
+    }
     assert summary["skipped"]["examples"]["missing_file"] == [
         f"{csv_folder}/training.csv:10 12/i.jpg: no {image_folder}/12/i.jpg"
     ]
@@ -99,8 +113,9 @@ def test_csv_release(tmp_path: Path, csv_folder: str, image_folder: str) -> None
 
 
 def test_csv_release_errors_name_the_files_and_folders(tmp_path: Path) -> None:
-    root = build_affectnet_csv(tmp_path / "a", {"training.csv": TRAINING,
-                                                "validation.csv": VALIDATION})  # fmt: skip
+    root = build_affectnet_csv(
+        tmp_path / "a", {"training.csv": TRAINING, "validation.csv": VALIDATION}
+    )
     (root / "Manually_Annotated_Images").rename(root / "images")
     with pytest.raises(DatasetError) as info:
         check_affectnet_layout(root)
@@ -109,8 +124,9 @@ def test_csv_release_errors_name_the_files_and_folders(tmp_path: Path) -> None:
     assert f"one of {root}/Manually_Annotated_Images/, {root}/Manually_Annotated/Manu" in message
     assert "found: Manually_Annotated_file_lists/, images/" in message
 
-    root = build_affectnet_csv(tmp_path / "b", {"training.csv": TRAINING,
-                                                "validation.csv": VALIDATION})  # fmt: skip
+    root = build_affectnet_csv(
+        tmp_path / "b", {"training.csv": TRAINING, "validation.csv": VALIDATION}
+    )
     path = root / "Manually_Annotated_file_lists/validation.csv"
     path.write_text(path.read_text().replace(",expression,", ",emotion,", 1))
     with pytest.raises(DatasetError, match=r"validation.csv lacks columns \['expression'\]"):
@@ -119,19 +135,22 @@ def test_csv_release_errors_name_the_files_and_folders(tmp_path: Path) -> None:
 
 def _npy_root(root: Path, with_landmarks: bool = True) -> Path:
     lnd = POINTS if with_landmarks else None
-    root = build_affectnet_npy(root, {
-        "train_set": [
-            AffectNpy("0", np.array("1"), lnd),  # a 0-d string array
-            AffectNpy("1", np.array(6), None if lnd is None else lnd.reshape(-1)),
-            AffectNpy("2", np.array("7"), lnd),
-            AffectNpy("3", np.array(0)),
-            AffectNpy("4", np.array("3"), lnd, image=False),
-            AffectNpy("5", np.array("2"), lnd),
-            AffectNpy("6", np.array(10), lnd),
-            AffectNpy("7", np.array(5), None if lnd is None else lnd[:60]),
-        ],
-        "val_set": [AffectNpy("10", np.array("2"), lnd), AffectNpy("11", np.array(4.0), lnd)],
-    })  # fmt: skip
+    root = build_affectnet_npy(
+        root,
+        {
+            "train_set": [
+                AffectNpy("0", np.array("1"), lnd),  # a 0-d string array
+                AffectNpy("1", np.array(6), None if lnd is None else lnd.reshape(-1)),
+                AffectNpy("2", np.array("7"), lnd),
+                AffectNpy("3", np.array(0)),
+                AffectNpy("4", np.array("3"), lnd, image=False),
+                AffectNpy("5", np.array("2"), lnd),
+                AffectNpy("6", np.array(10), lnd),
+                AffectNpy("7", np.array(5), None if lnd is None else lnd[:60]),
+            ],
+            "val_set": [AffectNpy("10", np.array("2"), lnd), AffectNpy("11", np.array(4.0), lnd)],
+        },
+    )
     (root / "train_set/annotations/5_exp.npy").write_bytes(b"not a npy file")
     return root
 
@@ -142,8 +161,10 @@ def test_npy_release(tmp_path: Path) -> None:
     manifest = round_trip(table, summary, root, tmp_path)
     assert summary["layout"] == "npy" and manifest.face_source == "landmarks"
     assert "box" not in table.column_names
-    rows = [(r["sample_id"], r["split"], r["path"], r["label"], r["source_label"])
-            for r in table.to_pylist()]  # fmt: skip
+    rows = [
+        (r["sample_id"], r["split"], r["path"], r["label"], r["source_label"])
+        for r in table.to_pylist()
+    ]
     assert rows == [
         ("train_set/0", "train", "train_set/images/0.jpg", 1, "1"),
         ("train_set/1", "train", "train_set/images/1.jpg", 6, "6"),
@@ -158,8 +179,11 @@ def test_npy_release(tmp_path: Path) -> None:
     assert np.isnan(landmarks[2]).all() and np.isnan(landmarks[3]).all()
     assert summary["landmarks_unparsable"]["by_reason"] == {"no_lnd_file": 1, "unparsable": 1}
     assert summary["skipped"]["by_reason"] == {
-        "bad_annotation": 1, "contempt": 1, "missing_file": 1, "no_face": 1,
-    }  # fmt: skip
+        "bad_annotation": 1,
+        "contempt": 1,
+        "missing_file": 1,
+        "no_face": 1,
+    }
 
 
 def test_npy_release_without_landmark_files_is_aligned_faces(tmp_path: Path) -> None:

@@ -15,8 +15,14 @@ from tests.data.fixtures import build_caers, round_trip, write_image
 
 def test_every_folder_maps_to_the_documented_canonical_index() -> None:
     assert {k: CLASSES.index(v) for k, v in CAERS_LABELS.items()} == {
-        "Anger": 6, "Disgust": 5, "Fear": 4, "Happy": 1, "Neutral": 0, "Sad": 2, "Surprise": 3,
-    }  # fmt: skip
+        "Anger": 6,
+        "Disgust": 5,
+        "Fear": 4,
+        "Happy": 1,
+        "Neutral": 0,
+        "Sad": 2,
+        "Surprise": 3,
+    }
 
 
 def test_scan_lists_frames_by_class_and_asks_for_detection(tmp_path: Path) -> None:
@@ -28,8 +34,13 @@ def test_scan_lists_frames_by_class_and_asks_for_detection(tmp_path: Path) -> No
     assert table.column_names == ["sample_id", "split", "path", "label", "source_label"]
     assert len(manifest) == 28
     row = next(r for r in table.to_pylist() if r["path"] == "test/Sad/0011.png")
-    assert row == {"sample_id": "test/Sad/0011.png", "split": "test", "path": "test/Sad/0011.png",
-                   "label": 2, "source_label": "Sad"}  # fmt: skip
+    assert row == {
+        "sample_id": "test/Sad/0011.png",
+        "split": "test",
+        "path": "test/Sad/0011.png",
+        "label": 2,
+        "source_label": "Sad",
+    }
     for r in table.to_pylist():
         assert r["label"] == CLASSES.index(CAERS_LABELS[r["source_label"]])
     assert summary["by_split"] == {"train": 14, "test": 14}
@@ -43,8 +54,13 @@ def test_a_missing_class_folder_is_reported_not_fatal(tmp_path: Path, caplog) ->
     root = build_caers(tmp_path, classes=("Anger", "Happy"), per_class=1)
     with caplog.at_level(logging.WARNING, logger="lightfer.data.caers"):
         _, summary = scan_caers(root)
-    assert summary["missing_class_folders"]["test"] == ["Disgust", "Fear", "Neutral", "Sad",
-                                                        "Surprise"]  # fmt: skip
+    assert summary["missing_class_folders"]["test"] == [
+        "Disgust",
+        "Fear",
+        "Neutral",
+        "Sad",
+        "Surprise",
+    ]
     assert "has no class folder Disgust, Fear" in caplog.text
 
 

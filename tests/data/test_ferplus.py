@@ -47,27 +47,48 @@ ROWS = [
     FerRow("PrivateTest", "fer0000011", (0, 6, 0, 0, 0, 0, 0, 0, 0, 3), emotion=6),  # 9 votes
 ]
 # Kept data rows -> (split, canonical label).
-KEPT = {0: ("train", "happiness"), 1: ("train", "neutral"), 3: ("train", "anger"),
-        5: ("train", "sadness"), 8: ("val", "surprise"), 10: ("val", "fear"),
-        11: ("test", "disgust"), 13: ("test", "neutral"), 14: ("test", "happiness")}  # fmt: skip
+KEPT = {
+    0: ("train", "happiness"),
+    1: ("train", "neutral"),
+    3: ("train", "anger"),
+    5: ("train", "sadness"),
+    8: ("val", "surprise"),
+    10: ("val", "fear"),
+    11: ("test", "disgust"),
+    13: ("test", "neutral"),
+    14: ("test", "happiness"),
+}
 
 
 def _canonical_votes(votes: tuple[int, ...]) -> list[int]:
     by_name = dict(zip(VOTE_COLUMNS, votes, strict=False))
-    return [by_name[c] for c in ("neutral", "happiness", "sadness", "surprise", "fear",
-                                 "disgust", "anger")]  # fmt: skip
+    return [
+        by_name[c]
+        for c in ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+    ]
 
 
 def test_every_code_maps_to_the_documented_canonical_index() -> None:
     assert {k: CLASSES.index(v) for k, v in FERPLUS_LABELS.items()} == {
-        "neutral": 0, "happiness": 1, "sadness": 2, "surprise": 3, "fear": 4, "disgust": 5,
+        "neutral": 0,
+        "happiness": 1,
+        "sadness": 2,
+        "surprise": 3,
+        "fear": 4,
+        "disgust": 5,
         "anger": 6,
-    }  # fmt: skip
+    }
     assert set(FERPLUS_LABELS) | set(NON_EMOTION_REASONS) == set(VOTE_COLUMNS)
     # fer2013.csv: 0=Angry, 1=Disgust, 2=Fear, 3=Happy, 4=Sad, 5=Surprise, 6=Neutral.
     assert {k: CLASSES.index(v) for k, v in FER2013_LABELS.items()} == {
-        0: 6, 1: 5, 2: 4, 3: 1, 4: 2, 5: 3, 6: 0,
-    }  # fmt: skip
+        0: 6,
+        1: 5,
+        2: 4,
+        3: 1,
+        4: 2,
+        5: 3,
+        6: 0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -120,8 +141,11 @@ def test_csv_join_is_by_row_order_not_by_name(tmp_path: Path, caplog) -> None:
     assert summary["by_split"] == {"train": 4, "val": 2, "test": 3}
     assert summary["label_counts"]["test"]["neutral"] == 1
     assert summary["skipped"]["by_reason"] == {
-        "contempt": 1, "no_majority": 1, "not_a_face": 3, "unknown": 1,
-    }  # fmt: skip
+        "contempt": 1,
+        "no_majority": 1,
+        "not_a_face": 3,
+        "unknown": 1,
+    }
     examples = summary["skipped"]["examples"]["not_a_face"]
     assert examples[0] == "fer2013new.csv data row 2 (empty name)"
     assert examples[2] == "fer2013new.csv data row 12 fer0000010: majority NF"
@@ -197,8 +221,12 @@ def test_generated_folders_with_label_csv(tmp_path: Path, caplog) -> None:
     ]
     assert rows[3]["votes"] == [6, 0, 2, 1, 0, 0, 0] and rows[3]["box"] == [0, 0, 48, 48]
     assert summary["skipped"]["by_reason"] == {
-        "contempt": 2, "duplicate": 1, "malformed_row": 1, "missing_file": 1, "no_majority": 1,
-    }  # fmt: skip
+        "contempt": 2,
+        "duplicate": 1,
+        "malformed_row": 1,
+        "missing_file": 1,
+        "no_majority": 1,
+    }
 
 
 def test_both_layouts_present_reads_the_folders(tmp_path: Path) -> None:

@@ -37,8 +37,10 @@ def _frontal_pair(au: str, seed: int = 3) -> tuple[RenderedFace, RenderedFace]:
     rng = np.random.default_rng(seed)
     identity = sample_identity(rng)
     scene = dataclasses.replace(sample_scene(rng, CLEAN), roll_deg=0, yaw_deg=0, pitch_deg=0)
-    return (render_face(_aus(), identity, scene, CLEAN),
-            render_face(_aus(**{au: 5.0}), identity, scene, CLEAN))  # fmt: skip
+    return (
+        render_face(_aus(), identity, scene, CLEAN),
+        render_face(_aus(**{au: 5.0}), identity, scene, CLEAN),
+    )
 
 
 def _iod(face: RenderedFace) -> float:
@@ -84,8 +86,9 @@ def test_faces_fill_a_realistic_share_of_the_scene_and_boxes_hold_the_landmarks(
     rng = np.random.default_rng(8)
     inside = 0
     for _ in range(30):
-        face = render_face(_aus(AU26=rng.uniform(0, 5)), sample_identity(rng),
-                           sample_scene(rng, spec), spec)  # fmt: skip
+        face = render_face(
+            _aus(AU26=rng.uniform(0, 5)), sample_identity(rng), sample_scene(rng, spec), spec
+        )
         x0, y0, x1, y1 = face.box
         assert 0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size
         # Yaw foreshortens the eye distance a little below the sampled range.
@@ -101,11 +104,24 @@ def test_faces_fill_a_realistic_share_of_the_scene_and_boxes_hold_the_landmarks(
 
 # AU -> landmarks around which its intensity must visibly change the image.
 AU_REGIONS = {
-    "AU01": BROWS, "AU02": BROWS, "AU04": BROWS, "AU05": EYES, "AU06": EYES, "AU07": EYES,
-    "AU09": NOSE, "AU10": MOUTH, "AU12": MOUTH, "AU14": MOUTH, "AU15": MOUTH,
-    "AU17": [*MOUTH, *CHIN], "AU20": MOUTH, "AU23": MOUTH, "AU25": MOUTH,
-    "AU26": [*MOUTH, *JAW], "AU45": EYES,
-}  # fmt: skip
+    "AU01": BROWS,
+    "AU02": BROWS,
+    "AU04": BROWS,
+    "AU05": EYES,
+    "AU06": EYES,
+    "AU07": EYES,
+    "AU09": NOSE,
+    "AU10": MOUTH,
+    "AU12": MOUTH,
+    "AU14": MOUTH,
+    "AU15": MOUTH,
+    "AU17": [*MOUTH, *CHIN],
+    "AU20": MOUTH,
+    "AU23": MOUTH,
+    "AU25": MOUTH,
+    "AU26": [*MOUTH, *JAW],
+    "AU45": EYES,
+}
 
 
 def test_every_au_has_a_region() -> None:

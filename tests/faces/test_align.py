@@ -21,9 +21,11 @@ from lightfer.faces.align import (
 def _rotation(angle_deg: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
     a = np.deg2rad(angle_deg)
     return np.array(
-        [[scale * np.cos(a), -scale * np.sin(a), shift[0]],
-         [scale * np.sin(a), scale * np.cos(a), shift[1]]]
-    )  # fmt: skip
+        [
+            [scale * np.cos(a), -scale * np.sin(a), shift[0]],
+            [scale * np.sin(a), scale * np.cos(a), shift[1]],
+        ]
+    )
 
 
 def _face_landmarks(spec: AlignSpec, matrix: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from lightfer.faces.detect import (
     select_face,
 )
 
-ASTRONAUT_BOX = [181, 62, 268, 172]  # MTCNN's box on skimage's astronaut, see DEPENDENCIES.md
+ASTRONAUT_BOX = [181, 62, 268, 172]  # facenet-pytorch MTCNN's box on skimage's astronaut
 
 
 @pytest.fixture(scope="module")

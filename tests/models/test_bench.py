@@ -60,6 +60,7 @@ def test_tensor_memory_counts_weights_and_activations():
     )
 
 
+@pytest.mark.slow
 def test_rss_memory_probe_reports_growth():
     memory = measure_memory("eager", "efficientface", image_size=64)
     assert memory["mb"] > 4.9  # at least the weights

@@ -155,10 +155,12 @@ def _study(evaluate: dict[str, Any]) -> dict[str, Any]:
     rows = [row("none (ldl)", None, ldl), row("geometry", None, au, KNN)]
     for step, noise in enumerate((0.0, 0.5, 1.5)):
         shifted = [
-            {k: r[k] + (0.02 - 0.015 * step) * (1 if k != "kl_divergence" else -1) for k in
-             ("accuracy", "true_majority_accuracy", "kl_divergence")}
+            {
+                k: r[k] + (0.02 - 0.015 * step) * (1 if k != "kl_divergence" else -1)
+                for k in ("accuracy", "true_majority_accuracy", "kl_divergence")
+            }
             for r in ldl
-        ]  # fmt: skip
+        ]
         rows.append(row("oracle", noise, shifted, AUX_ANALYSIS["backends"][f"oracle@{noise}"]))
     return {"rows": rows}
 

@@ -28,9 +28,17 @@ from lightfer.training.data import (
 from lightfer.training.loop import ModelInfo, fit
 
 CONFIG = TrainConfig(
-    epochs=4, batch_size=8, optimizer="radam", lr=3e-3, schedule="onecycle", balanced=True,
-    augment=AugmentConfig(crop="resized"), early_stopping_patience=10, seed=7, num_workers=0,
-)  # fmt: skip
+    epochs=4,
+    batch_size=8,
+    optimizer="radam",
+    lr=3e-3,
+    schedule="onecycle",
+    balanced=True,
+    augment=AugmentConfig(crop="resized"),
+    early_stopping_patience=10,
+    seed=7,
+    num_workers=0,
+)
 IMAGE_SIZE = 32
 
 
@@ -66,11 +74,17 @@ def main(argv: list[str] | None = None) -> None:
     mean, std = channel_stats(crops, train_rows)
 
     def dataset(rows, augment=None):
-        return FaceDataset(crops, rows, labels, mean=mean, std=std, image_size=IMAGE_SIZE,
-                           augment=augment)  # fmt: skip
+        return FaceDataset(
+            crops, rows, labels, mean=mean, std=std, image_size=IMAGE_SIZE, augment=augment
+        )
 
-    train = make_loader(dataset(train_rows, CONFIG.augment), batch_size=CONFIG.batch_size,
-                        train=True, seed=CONFIG.seed, balanced=CONFIG.balanced)  # fmt: skip
+    train = make_loader(
+        dataset(train_rows, CONFIG.augment),
+        batch_size=CONFIG.batch_size,
+        train=True,
+        seed=CONFIG.seed,
+        balanced=CONFIG.balanced,
+    )
     if args.kill_at:
         train = _KillingLoader(train, *args.kill_at)
     evaluation = {
@@ -81,10 +95,17 @@ def main(argv: list[str] | None = None) -> None:
     model = create_model("efficientface")
     info = ModelInfo("efficientface", CLASSES, IMAGE_SIZE, mean, std, dataset="tiny")
     summary = fit(
-        model, build_regime("sll"), train_loader=train, val_loader=evaluation["val"],
-        test_loader=evaluation["test"], config=CONFIG, info=info, out_dir=args.out,
-        device=torch.device("cpu"), progress=False,
-    )  # fmt: skip
+        model,
+        build_regime("sll"),
+        train_loader=train,
+        val_loader=evaluation["val"],
+        test_loader=evaluation["test"],
+        config=CONFIG,
+        info=info,
+        out_dir=args.out,
+        device=torch.device("cpu"),
+        progress=False,
+    )
     (args.out / "summary.json").write_text(json.dumps(summary, sort_keys=True))
 
 

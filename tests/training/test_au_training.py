@@ -17,8 +17,13 @@ from lightfer.training.neighbours import NeighbourImages, dense_neighbour_table
 from tests.training.cache import write_face_cache
 
 MEAN, STD = (0.3, 0.3, 0.3), (0.2, 0.2, 0.2)
-CONFIG = TrainConfig(epochs=2, batch_size=8, lr=0.01, schedule="constant",
-                     augment=AugmentConfig(crop="pad", padding=2))  # fmt: skip
+CONFIG = TrainConfig(
+    epochs=2,
+    batch_size=8,
+    lr=0.01,
+    schedule="constant",
+    augment=AugmentConfig(crop="pad", padding=2),
+)
 INFO = ModelInfo("tiny", CLASSES, 32, MEAN, STD)
 
 
@@ -60,14 +65,20 @@ def setup(tmp_path_factory):
 
 def _dataset(setup, augment=CONFIG.augment):
     crops, labels, train, soft, _, _ = setup
-    return FaceDataset(crops, train, labels, mean=MEAN, std=STD, image_size=32, soft=soft,
-                       augment=augment)  # fmt: skip
+    return FaceDataset(
+        crops, train, labels, mean=MEAN, std=STD, image_size=32, soft=soft, augment=augment
+    )
 
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8, len(CLASSES)))  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, len(CLASSES)),
+    )
 
 
 def _fit(setup, out_dir, *, crash_in_epoch=None):
@@ -77,8 +88,17 @@ def _fit(setup, out_dir, *, crash_in_epoch=None):
     if crash_in_epoch is not None:
         loader = _CrashingLoader(loader, crash_in_epoch)
     model = _model()
-    fit(model, ldl_au_regime(1.0, term), train_loader=loader, val_loader=None, config=CONFIG,
-        info=INFO, out_dir=out_dir, device=torch.device("cpu"), progress=False)  # fmt: skip
+    fit(
+        model,
+        ldl_au_regime(1.0, term),
+        train_loader=loader,
+        val_loader=None,
+        config=CONFIG,
+        info=INFO,
+        out_dir=out_dir,
+        device=torch.device("cpu"),
+        progress=False,
+    )
     return model, term
 
 
@@ -100,8 +120,9 @@ def test_a_crashed_ldl_au_run_resumes_with_its_memory_bank(setup, tmp_path):
 def test_neighbour_images_are_the_neighbours_unaugmented_crops(setup):
     _, _, train, _, table_rows, _ = setup
     plain = _dataset(setup, augment=None)
-    loader = NeighbourImages(make_loader(_dataset(setup), batch_size=4, train=True), plain,
-                             table_rows)  # fmt: skip
+    loader = NeighbourImages(
+        make_loader(_dataset(setup), batch_size=4, train=True), plain, table_rows
+    )
     loader.sampler.set_epoch(1)
     batch = next(iter(loader))
     assert batch.neighbour_images.shape == (4 * 3, 3, 32, 32)

@@ -20,20 +20,29 @@ from lightfer.training.loop import BEST_FILE, HISTORY_FILE, STATE_FILE, ModelInf
 from lightfer.training.neighbours import dense_neighbour_table
 from tests.training.cache import write_face_cache
 
+pytestmark = pytest.mark.slow  # every test starts worker processes
 MEAN, STD = (0.3, 0.3, 0.3), (0.2, 0.2, 0.2)
 CONFIG = TrainConfig(
-    epochs=2, batch_size=8, optimizer="sgd", lr=0.05, schedule="step", step_every=1,
+    epochs=2,
+    batch_size=8,
+    optimizer="sgd",
+    lr=0.05,
+    schedule="step",
+    step_every=1,
     augment=AugmentConfig(crop="pad", padding=2, flip=True),
-)  # fmt: skip
+)
 
 
 def _model() -> nn.Module:
     """Small and without batch norm, whose per-rank statistics would differ on the CPU."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(8, len(CLASSES)),
-    )  # fmt: skip
+    )
 
 
 def _train(cache_dir, out_dir, distributed: Distributed) -> dict[str, torch.Tensor]:
@@ -41,21 +50,36 @@ def _train(cache_dir, out_dir, distributed: Distributed) -> dict[str, torch.Tens
     crops, table = load_face_cache(cache_dir)
     labels = table.column("label").to_numpy()
     dataset = FaceDataset(
-        crops, usable_rows(table, "train"), labels, mean=MEAN, std=STD, image_size=32,
+        crops,
+        usable_rows(table, "train"),
+        labels,
+        mean=MEAN,
+        std=STD,
+        image_size=32,
         augment=CONFIG.augment,
-    )  # fmt: skip
+    )
     loader = make_loader(
-        dataset, batch_size=CONFIG.batch_size, train=True, seed=CONFIG.seed,
-        rank=distributed.rank, world_size=distributed.world_size,
-    )  # fmt: skip
+        dataset,
+        batch_size=CONFIG.batch_size,
+        train=True,
+        seed=CONFIG.seed,
+        rank=distributed.rank,
+        world_size=distributed.world_size,
+    )
     val = FaceDataset(crops, usable_rows(table, "test"), labels, mean=MEAN, std=STD, image_size=32)
     model = _model()
     fit(
-        model, build_regime("sll"), train_loader=loader,
-        val_loader=make_loader(val, batch_size=8, train=False), config=CONFIG,
-        info=ModelInfo("tiny", CLASSES, 32, MEAN, STD), out_dir=out_dir,
-        device=torch.device("cpu"), progress=False, distributed=distributed,
-    )  # fmt: skip
+        model,
+        build_regime("sll"),
+        train_loader=loader,
+        val_loader=make_loader(val, batch_size=8, train=False),
+        config=CONFIG,
+        info=ModelInfo("tiny", CLASSES, 32, MEAN, STD),
+        out_dir=out_dir,
+        device=torch.device("cpu"),
+        progress=False,
+        distributed=distributed,
+    )
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -98,9 +122,10 @@ def test_two_gloo_ranks_train_the_weights_of_one_process(cache_dir, tmp_path):
     assert ddp_history[0] == single_history[0]
     for ours, theirs in zip(ddp_history[1:], single_history[1:], strict=True):
         np.testing.assert_allclose(
-            [float(v) for v in ours.split(",")], [float(v) for v in theirs.split(",")],
+            [float(v) for v in ours.split(",")],
+            [float(v) for v in theirs.split(",")],
             rtol=1e-3,
-        )  # fmt: skip
+        )
 
 
 def test_a_loader_split_over_other_ranks_is_refused(cache_dir, tmp_path):
@@ -112,10 +137,16 @@ def test_a_loader_split_over_other_ranks_is_refused(cache_dir, tmp_path):
     loader = make_loader(dataset, batch_size=8, train=True, rank=0, world_size=2)
     with pytest.raises(ValueError, match="split over 2 ranks but training runs on 1"):
         fit(
-            _model(), build_regime("sll"), train_loader=loader, val_loader=None, config=CONFIG,
-            info=ModelInfo("tiny", CLASSES, 32, MEAN, STD), out_dir=tmp_path,
-            device=torch.device("cpu"), progress=False,
-        )  # fmt: skip
+            _model(),
+            build_regime("sll"),
+            train_loader=loader,
+            val_loader=None,
+            config=CONFIG,
+            info=ModelInfo("tiny", CLASSES, 32, MEAN, STD),
+            out_dir=tmp_path,
+            device=torch.device("cpu"),
+            progress=False,
+        )
 
 
 class _Crash(RuntimeError):
@@ -153,19 +184,36 @@ def _train_au(cache_dir, out_dir, distributed: Distributed, crash: bool = False)
     weights = rng.uniform(0.2, 1.0, size=picks.shape).astype(np.float32)
     term = AUNeighbourKL(*dense_neighbour_table(len(crops), train, picks, weights), init=soft)
     dataset = FaceDataset(
-        crops, train, labels, mean=MEAN, std=STD, image_size=32, soft=soft.numpy(),
+        crops,
+        train,
+        labels,
+        mean=MEAN,
+        std=STD,
+        image_size=32,
+        soft=soft.numpy(),
         augment=CONFIG.augment,
-    )  # fmt: skip
+    )
     loader = make_loader(
-        dataset, batch_size=CONFIG.batch_size, train=True, seed=CONFIG.seed,
-        rank=distributed.rank, world_size=distributed.world_size,
-    )  # fmt: skip
+        dataset,
+        batch_size=CONFIG.batch_size,
+        train=True,
+        seed=CONFIG.seed,
+        rank=distributed.rank,
+        world_size=distributed.world_size,
+    )
     model = _model()
     fit(
-        model, ldl_au_regime(1.0, term), train_loader=_CrashingLoader(loader) if crash else loader,
-        val_loader=None, config=CONFIG, info=ModelInfo("tiny", CLASSES, 32, MEAN, STD),
-        out_dir=out_dir, device=torch.device("cpu"), progress=False, distributed=distributed,
-    )  # fmt: skip
+        model,
+        ldl_au_regime(1.0, term),
+        train_loader=_CrashingLoader(loader) if crash else loader,
+        val_loader=None,
+        config=CONFIG,
+        info=ModelInfo("tiny", CLASSES, 32, MEAN, STD),
+        out_dir=out_dir,
+        device=torch.device("cpu"),
+        progress=False,
+        distributed=distributed,
+    )
     return {"bank": term.state_dict()["bank"], "init": soft, **model.state_dict()}
 
 

@@ -131,24 +131,40 @@ def test_step_schedule_decays_tenfold_every_k_epochs_and_optimizers_follow_confi
 
 def _fit(cache, out_dir, config, *, resume=True, val=True):
     return fit(
-        _model(), build_regime("sll"), train_loader=_loader(cache, "train", train=True,
-        seed=config.seed), val_loader=_loader(cache, "test", train=False) if val else None,
-        test_loader=_loader(cache, "test", train=False), config=config, info=INFO,
-        out_dir=out_dir, device=CPU, resume=resume, progress=False,
-    )  # fmt: skip
+        _model(),
+        build_regime("sll"),
+        train_loader=_loader(cache, "train", train=True, seed=config.seed),
+        val_loader=_loader(cache, "test", train=False) if val else None,
+        test_loader=_loader(cache, "test", train=False),
+        config=config,
+        info=INFO,
+        out_dir=out_dir,
+        device=CPU,
+        resume=resume,
+        progress=False,
+    )
 
 
 def test_fit_writes_checkpoints_metrics_and_a_summary(cache, tmp_path):
     config = TrainConfig(epochs=2, batch_size=8, schedule="step", num_workers=0)
     summary = _fit(cache, tmp_path, config)
     assert set(summary) == {
-        "selected_epoch", "selected_by", "epochs_completed", "stopped_early", "val_accuracy",
-        "val_loss", "test_accuracy", "test_loss", "comparability_only_best_test_accuracy",
-        "comparability_only_best_test_epoch", "device",
-    }  # fmt: skip
+        "selected_epoch",
+        "selected_by",
+        "epochs_completed",
+        "stopped_early",
+        "val_accuracy",
+        "val_loss",
+        "test_accuracy",
+        "test_loss",
+        "comparability_only_best_test_accuracy",
+        "comparability_only_best_test_epoch",
+        "device",
+    }
     assert summary["selected_by"] == "val_accuracy" and summary["epochs_completed"] == 2
     assert summary["device"] == (
-        "cpu, amp off, grad-scaler off, channels-last off, sync-batchnorm off, pin-memory off"
+        "cpu, amp off, grad-scaler off, channels-last off, sync-batchnorm off, pin-memory off, "
+        "augment-on-device off"
     )
     with open(tmp_path / HISTORY_FILE) as handle:
         rows = list(csv.DictReader(handle))
@@ -169,9 +185,16 @@ def test_fit_writes_checkpoints_metrics_and_a_summary(cache, tmp_path):
 def test_a_step_cap_shortens_every_epoch_and_the_one_cycle_schedule(cache, tmp_path):
     config = TrainConfig(epochs=2, batch_size=8, schedule="onecycle", max_steps_per_epoch=2)
     fit(
-        _model(), build_regime("sll"), train_loader=_loader(cache, "train", train=True),
-        val_loader=None, config=config, info=INFO, out_dir=tmp_path, device=CPU, progress=False,
-    )  # fmt: skip
+        _model(),
+        build_regime("sll"),
+        train_loader=_loader(cache, "train", train=True),
+        val_loader=None,
+        config=config,
+        info=INFO,
+        out_dir=tmp_path,
+        device=CPU,
+        progress=False,
+    )
     state = load_training_state(tmp_path / STATE_FILE)
     # OneCycleLR raises when stepped past its total: the total is 2 epochs x 2 capped steps.
     assert state["lr_scheduler"]["total_steps"] == 4 == state["lr_scheduler"]["last_epoch"]
@@ -179,9 +202,14 @@ def test_a_step_cap_shortens_every_epoch_and_the_one_cycle_schedule(cache, tmp_p
 
 def test_early_stopping_ends_the_run(cache, tmp_path):
     config = TrainConfig(
-        epochs=6, batch_size=8, lr=1e-9, schedule="constant", early_stopping_patience=1,
-        early_stopping_min_delta=0.5, num_workers=0,
-    )  # fmt: skip
+        epochs=6,
+        batch_size=8,
+        lr=1e-9,
+        schedule="constant",
+        early_stopping_patience=1,
+        early_stopping_min_delta=0.5,
+        num_workers=0,
+    )
     summary = _fit(cache, tmp_path, config)
     assert summary["stopped_early"] and summary["epochs_completed"] == 2
 
@@ -207,6 +235,7 @@ def _run(cache_dir, out_dir, *extra):
     return subprocess.run([*command, *extra], cwd=PROJECT_ROOT, env=env, capture_output=True)
 
 
+@pytest.mark.slow
 def test_run_killed_mid_epoch_resumes_to_bit_identical_weights_and_metrics(tmp_path):
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()

@@ -10,9 +10,10 @@ seed gives the same dataset, and sample i does not depend on how many samples fo
    emotion (surprise with fear, disgust with anger, sadness with neutral, ...), plus a
    little diffuse ambiguity.
 3. **AU intensities** `w = intensity * P^T d + subject offset + noise` (clipped to 0-5),
-   where P holds EMFACS-style prototypes (METHOD.md) on OpenFace's 17 AUs; AU45 (blink)
-   is independent of emotion. Images that share a distribution therefore share AUs, which
-   is the premise of the AU-neighbour loss, and the annotators' noise below is not in w.
+   where P holds EMFACS-style prototypes (docs/method.md, section 5) on OpenFace's 17
+   AUs; AU45 (blink) is independent of emotion. Images that share a distribution therefore
+   share AUs, which is the premise of the AU-neighbour loss, and the annotators' noise
+   below is not in w.
 4. An image rendered from the AUs (`render.py`), inside a cluttered scene, with its face
    box and 68 landmarks.
 5. `n_votes` **crowd votes** ~ Multinomial(d) (like FER+) and one **annotated label** ~ d
@@ -79,15 +80,21 @@ _PROTOTYPES: dict[str, dict[str, float]] = {
 
 # Which second emotion blends with each dominant one (rows sum to 1; zero on the diagonal).
 _BLEND_AFFINITY: dict[str, dict[str, float]] = {
-    "neutral": {"sadness": 0.35, "happiness": 0.25, "surprise": 0.15, "anger": 0.1,
-                "disgust": 0.1, "fear": 0.05},
+    "neutral": {
+        "sadness": 0.35,
+        "happiness": 0.25,
+        "surprise": 0.15,
+        "anger": 0.1,
+        "disgust": 0.1,
+        "fear": 0.05,
+    },
     "happiness": {"neutral": 0.5, "surprise": 0.4, "sadness": 0.05, "disgust": 0.05},
     "sadness": {"neutral": 0.4, "fear": 0.2, "disgust": 0.2, "anger": 0.2},
     "surprise": {"fear": 0.45, "happiness": 0.3, "neutral": 0.25},
     "fear": {"surprise": 0.5, "sadness": 0.3, "disgust": 0.2},
     "disgust": {"anger": 0.5, "sadness": 0.3, "fear": 0.2},
     "anger": {"disgust": 0.5, "neutral": 0.2, "sadness": 0.2, "fear": 0.1},
-}  # fmt: skip
+}
 
 _BLINK = AU_NAMES.index("AU45")
 
