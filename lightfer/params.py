@@ -555,7 +555,39 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-    return validate_params(raw, source=str(path), base_dir=path.parent)
+    params = validate_params(raw, source=str(path), base_dir=path.parent)
+    missing = [key for key in DAG_KEYS if not _present(raw, key)]
+    if missing:
+        raise ParamsError(
+            f"{path} is invalid:\n  "
+            + "\n  ".join(
+                f"{key}: missing; dvc.yaml expands its stages over it, so it must be in the "
+                f"file (the default: {key}: {list(_value(params, key))})"
+                for key in missing
+            )
+        )
+    return params
+
+
+# The keys dvc.yaml expands its stages over. DVC reads them from the file itself, so a
+# schema default cannot stand in for a missing one.
+DAG_KEYS = ("train.regimes", "train.seeds", "study.datasets", "study.noise", "study.seeds")
+
+
+def _present(raw: dict[str, Any], dotted: str) -> bool:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _value(params: Params, dotted: str) -> Any:
+    node: Any = params
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def validate_params(

@@ -226,3 +226,11 @@ def test_study_seeds_must_be_training_seeds(write_params):
     raw["study"]["seeds"] = [2]
     with pytest.raises(ParamsError, match=r"study.seeds: \[2\] not in train.seeds \[0, 1\]"):
         load_params(write_params(raw))
+
+
+def test_a_key_dvc_yaml_expands_over_must_be_in_the_file(write_params):
+    raw = tiny_params()
+    del raw["study"]["seeds"]
+    message = r"study.seeds: missing; dvc.yaml expands its stages over it.*study.seeds: \[0\]"
+    with pytest.raises(ParamsError, match=message):
+        load_params(write_params(raw))

@@ -49,7 +49,7 @@ def project(tmp_path_factory):
     for model in ("ldg", "ef"):
         raw["train"][model]["train"].update(epochs=1, batch_size=16)
     raw["knn"] = {"k": 4, "recall_sample": 20}
-    raw["study"] = {"datasets": ["synthetic"], "noise": [0.0, 2.0]}
+    raw["study"] = {"datasets": ["synthetic"], "noise": [0.0, 2.0], "seeds": [0]}
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     params = load_params(root / "params.yaml")
     for stage in (prepare, align, aux_labels, train_ldg, soft_labels, knn):
