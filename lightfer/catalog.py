@@ -171,17 +171,18 @@ def bench_table_path(root: Path) -> Path:
 
 
 def report_path(root: Path) -> Path:
-    """The report lives outside `reports/`, which the report stage depends on as a whole."""
-    return root / "report" / "report.md"
+    """The assembled results live in `results/`, apart from the per-stage `reports/`, which
+    the report stage depends on as a whole."""
+    return root / "results" / "report.md"
 
 
 def report_figures_dir(root: Path) -> Path:
-    return root / "report" / "figures"
+    return root / "results" / "figures"
 
 
 def summary_path(root: Path) -> Path:
     """The headline metrics (`lightfer.summary`), beside the report they summarise."""
-    return root / "report" / "summary.json"
+    return root / "results" / "summary.json"
 
 
 # Resumable state.

@@ -135,7 +135,7 @@ def _dataset(params: Params, reader: _Reader, dataset: str, figures_dir: Path) -
 def gather_report_inputs(params: Params, root: Path, figures_dir: Path) -> ReportInputs:
     """Read the report's inputs under `root`; draw the training curves into `figures_dir`.
 
-    `figures_dir` may be a temporary folder that becomes `report/figures/`: the report
+    `figures_dir` may be a temporary folder that becomes `results/figures/`: the report
     links the curves at their final place.
 
     Raises:

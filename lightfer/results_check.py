@@ -5,7 +5,7 @@ Two comparisons with a git revision (`HEAD` by default), each a pure function ov
 - `compare_data_stages`: the data stages (`DATA_STAGES`: rendering, alignment and
   auxiliary labels involve no training) must give byte-identical outputs, so each of their
   outs' md5 in the working `dvc.lock` must equal the revision's;
-- `compare_metrics`: the trained models' headline metrics (`report/summary.json`, see
+- `compare_metrics`: the trained models' headline metrics (`results/summary.json`, see
   lightfer.summary) must lie within the tolerances recorded in the revision's summary: a
   run on another machine (another BLAS, another GPU) trains slightly different models.
 
@@ -181,7 +181,7 @@ def check_results(root: Path, rev: str = "HEAD") -> CheckOutcome:
     """Compare the working tree at `root` with the git revision `rev` (see the module doc).
 
     Raises:
-        ResultsCheckError: dvc.lock or report/summary.json is missing in either side.
+        ResultsCheckError: dvc.lock or results/summary.json is missing in either side.
     """
     run = "run `make repro` first"
     commit = f"commit the results of `make repro` to compare with {rev}"

@@ -1,6 +1,6 @@
 """The headline metrics in one small file, each with the tolerance it is reproduced within.
 
-`report/summary.json` is the one file the report stage declares as DVC `metrics`, so that
+`results/summary.json` is the one file the report stage declares as DVC `metrics`, so that
 `dvc exp show` and `dvc metrics diff` show the results at a glance. Per dataset it holds
 `test_samples`, then per model group of `evaluate.json`'s table (`ldg`, `ef-sll`, `ef-ldl`,
 `ef-ldl_au`) the median over seeds of `accuracy`, `mean_class_accuracy` and, where the

@@ -1,8 +1,8 @@
 """report: one Markdown report over every dataset and the benchmark, beside the paper.
 
 Reads what `lightfer.report_inputs` gathers (every dataset's metrics and figures, the
-benchmark) and writes `report/report.md` and the training-curve figures in
-`report/figures/`; the report links the other stages' figures where they are.
+benchmark) and writes `results/report.md` and the training-curve figures in
+`results/figures/`; the report links the other stages' figures where they are.
 
 The report lives outside `reports/` so that the stage can depend on the whole `reports/`
 folder (a stage without axes needs concrete deps, and the datasets come from params):
@@ -28,8 +28,8 @@ logger = logging.getLogger("lightfer.stages.report")
 
 
 def run(params: Params, root: Path) -> dict[str, Any]:
-    """Write `report/report.md`, the training curves in `report/figures/` and the headline
-    metrics in `report/summary.json` (the pipeline's one DVC metrics file)."""
+    """Write `results/report.md`, the training curves in `results/figures/` and the headline
+    metrics in `results/summary.json` (the pipeline's one DVC metrics file)."""
     with atomic_path(catalog.report_figures_dir(root)) as figures_dir:
         figures_dir.mkdir()
         gathered = gather_report_inputs(params, root, figures_dir)

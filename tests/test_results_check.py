@@ -106,13 +106,13 @@ def _git(root: Path, *args: str) -> None:
 def _write(root: Path, lock: dict[str, Any], summary: dict[str, Any] | None) -> None:
     (root / "dvc.lock").write_text(yaml.safe_dump(lock))
     if summary is not None:
-        (root / "report").mkdir(exist_ok=True)
-        (root / "report" / "summary.json").write_text(json.dumps(summary))
+        (root / "results").mkdir(exist_ok=True)
+        (root / "results" / "summary.json").write_text(json.dumps(summary))
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A git repository whose HEAD holds a dvc.lock and a report/summary.json."""
+    """A git repository whose HEAD holds a dvc.lock and a results/summary.json."""
     _git(tmp_path, "init", "-q")
     _write(tmp_path, _lock(), _summary())
     _git(tmp_path, "add", ".")
@@ -151,11 +151,11 @@ def test_cli_names_a_summary_missing_from_the_revision(tmp_path: Path) -> None:
     result = _check(tmp_path)
     assert result.exit_code == 1
     (line,) = result.output.splitlines()
-    assert "report/summary.json is not readable in HEAD" in line
+    assert "results/summary.json is not readable in HEAD" in line
 
 
 def test_cli_names_a_summary_missing_from_the_working_tree(project: Path) -> None:
-    (project / "report" / "summary.json").unlink()
+    (project / "results" / "summary.json").unlink()
     result = _check(project)
     assert result.exit_code == 1
     assert "summary.json does not exist in the working tree; run `make repro`" in result.output

@@ -95,7 +95,7 @@ def test_a_study_without_its_plain_ldl_row_is_an_error() -> None:
 
 
 def test_write_summary_writes_a_small_json(tmp_path: Path) -> None:
-    path = tmp_path / "report" / "summary.json"
+    path = tmp_path / "results" / "summary.json"
     path.parent.mkdir()
     written = write_summary(path, *_inputs())
     assert json.loads(path.read_text()) == written

@@ -117,7 +117,7 @@ def built(tmp_path_factory, params):
     write_stage_tables(root, params)
     evaluate = json.loads((root / "reports" / DATASET / "evaluate.json").read_text())
     summary = report.run(params, root)
-    markdown = (root / "report" / "report.md").read_text()
+    markdown = (root / "results" / "report.md").read_text()
     bench = json.loads((root / "reports/bench/bench.json").read_text())
     study = json.loads((root / "reports" / DATASET / "study.json").read_text())
     return {
@@ -149,7 +149,7 @@ def test_table2_is_evaluate_json(built):
 
 def test_the_summary_holds_the_headline_medians_with_tolerances(built):
     evaluate = built["evaluate"]
-    summary = json.loads((built["root"] / "report" / "summary.json").read_text())
+    summary = json.loads((built["root"] / "results" / "summary.json").read_text())
     models = summary[DATASET]["models"]
     assert set(models) == set(LABELS)
     for group in LABELS:
@@ -311,8 +311,8 @@ def test_every_linked_figure_exists_and_no_section_is_empty(built):
     links = re.findall(r"\]\(([^)]+\.(?:png|svg))\)", markdown)
     assert len(set(links)) == built["summary"]["figures"] >= 1 + 7 + 4
     for link in links:
-        assert (root / "report" / link).is_file(), link
-    curves = root / "report" / "figures" / f"{DATASET}-training-curves.png"
+        assert (root / "results" / link).is_file(), link
+    curves = root / "results" / "figures" / f"{DATASET}-training-curves.png"
     assert curves.read_bytes().startswith(b"\x89PNG") and curves.stat().st_size > 10_000
     assert f"](figures/{DATASET}-training-curves.png)" in markdown
     # Every heading has text of its own before the next heading of the same or a higher level.
@@ -374,7 +374,7 @@ def test_a_missing_required_input_is_named(tmp_path, params, path, message):
     (tmp_path / path).unlink()
     with pytest.raises(StageOutputError, match=message):
         report.run(params, tmp_path)
-    assert not (tmp_path / "report" / "report.md").exists()
+    assert not (tmp_path / "results" / "report.md").exists()
 
 
 def test_missing_optional_inputs_are_explained(tmp_path, params):
@@ -384,7 +384,7 @@ def test_missing_optional_inputs_are_explained(tmp_path, params):
         (reports / name).unlink()
     shutil.rmtree(reports / "aux")
     report.run(params, tmp_path)
-    markdown = (tmp_path / "report" / "report.md").read_text()
+    markdown = (tmp_path / "results" / "report.md").read_text()
     missing = {
         "knn": "knn.json",
         "aux-analysis": "aux_analysis.json",
@@ -404,6 +404,6 @@ def test_the_stage_declares_what_it_reads_and_writes(tmp_path):
     assert {"lightfer/report.py", "lightfer/report_inputs.py", "lightfer/summary.py"} <= set(
         stage.deps
     )
-    assert set(stage.outs) == {"report/report.md", "report/figures", "report/summary.json"}
+    assert set(stage.outs) == {"results/report.md", "results/figures", "results/summary.json"}
     outs = stage.outs
     assert not any(dep.startswith(out) or out.startswith(dep) for dep in deps for out in outs)
