@@ -371,46 +371,28 @@ def _megabytes(path: Path) -> str:
 
 
 def _load_for_export(path: Path, *, arch: str | None) -> tuple[Any, dict[str, Any]]:
-    """The eval-mode model of a checkpoint and its `inference_metadata` arguments."""
+    """The eval-mode model of a checkpoint and its `inference_metadata` arguments, read and
+    validated by `load_for_inference`, as `lightfer predict` reads the file."""
     from lightfer.errors import CheckpointError
     from lightfer.labels import CLASSES
-    from lightfer.models import create_model
-    from lightfer.models.checkpoint import load_checkpoint
-    from lightfer.predict import OFFICIAL_IMAGE_SIZE, OFFICIAL_MEAN, OFFICIAL_STD
+    from lightfer.models.inference import load_for_inference
 
-    checkpoint = load_checkpoint(path)
-    classes = checkpoint.classes
-    if classes is None:
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path} is already an ONNX export; export its checkpoint")
+    loaded = load_for_inference(path, arch=arch or "efficientface", classes=None)
+    if arch is not None and loaded.source == "lightfer" and arch != loaded.arch:
         raise CheckpointError(
-            f"checkpoint {path} does not record its class order (its classifier has "
-            f"{checkpoint.head_size} outputs, e.g. the 12,666-way MS-Celeb-1M pre-training "
-            f"file); export a model trained on the emotions, saved as a lightfer checkpoint"
+            f"checkpoint {path} records arch {loaded.arch}, not {arch}; drop --arch, which is "
+            f"for official files only"
         )
-    if checkpoint.source == "official":
-        arch = arch or "efficientface"
+    if loaded.classes != CLASSES:
         typer.echo(
-            f"{path} is an official checkpoint without metadata: exporting it as {arch} at "
-            f"{OFFICIAL_IMAGE_SIZE} px with the official training's (RAF-DB) mean and std "
-            f"and the official class order, as `lightfer predict` reads it",
-            err=True,
-        )
-        info = {"image_size": OFFICIAL_IMAGE_SIZE, "mean": OFFICIAL_MEAN, "std": OFFICIAL_STD}
-    else:
-        if arch is not None and arch != checkpoint.arch:
-            raise CheckpointError(
-                f"checkpoint {path} records arch {checkpoint.arch}, not {arch}; drop --arch, "
-                f"which is for official files only"
-            )
-        arch = checkpoint.arch
-        info = {"image_size": checkpoint.image_size, "mean": checkpoint.mean, "std": checkpoint.std}
-    if tuple(classes) != CLASSES:
-        typer.echo(
-            f"{path} has classes ({', '.join(classes)}), not ({', '.join(CLASSES)}): the "
+            f"{path} has classes ({', '.join(loaded.classes)}), not ({', '.join(CLASSES)}): the "
             f"export records them, but `lightfer predict` will refuse it",
             err=True,
         )
-    model = create_model(arch, num_classes=len(classes), pretrained=path, classes=classes)
-    return model.eval(), {"classes": classes, **info}
+    info = {"image_size": loaded.image_size, "mean": loaded.mean, "std": loaded.std}
+    return loaded.module.eval(), {"classes": loaded.classes, **info}
 
 
 def _calibration_batches(
