@@ -20,15 +20,20 @@ repro: venv
 	lightfer params
 	dvc repro
 
-## Lint, then the fast tier of the test suite (about 2 minutes; what to run while working).
+# Tests run in two processes (pytest-xdist): most use one thread each, so two of them fill
+# the two cores this is sized for. The fast tier goes by module (module fixtures are built
+# once); the slow tier by test, so the four preset dry runs split between the processes.
+PYTEST := python -m pytest -n 2
+
+## Lint, then the fast tier of the test suite (about a minute; what to run while working).
 test: venv
 	ruff check .
 	ruff format --check .
-	python -m pytest -m "not slow"
+	$(PYTEST) --dist loadfile -m "not slow"
 
 ## The slow tier: pipeline-level tests (DVC, Prefect, preset dry runs, kills and resumes).
 test-slow: venv
-	python -m pytest -m slow
+	$(PYTEST) --dist load -m slow
 
 ## After `make repro`: params and metrics now against the committed dvc.lock and reports.
 results-diff: venv

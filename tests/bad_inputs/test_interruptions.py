@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import yaml
 
 from tests.conftest import PROJECT_ROOT, tiny_params
 
-# Stage module, its arguments, and its declared outputs (stages/<module>.py's STAGE.outs).
+# Stage module, its arguments, its declared outputs (dvc.yaml) and the fixture holding its
+# inputs: one stage of each kind (data, training, report).
 STAGES = {
     "data": (
         "stages.prepare",
@@ -26,8 +28,59 @@ STAGES = {
             "reports/synthetic/contact_sheet.png",
             "reports/synthetic/prepare.json",
         ],
+        "empty_project",
+    ),
+    "training": (
+        "stages.train_ldg",
+        ["--dataset", "synthetic"],
+        [
+            "models/synthetic/ldg.pt",
+            "reports/synthetic/train/ldg.csv",
+            "reports/synthetic/train/ldg.json",
+        ],
+        "aligned_project",
+    ),
+    "report": (
+        "stages.report",
+        [],
+        ["results/report.md", "results/figures", "results/summary.json"],
+        "report_inputs",
     ),
 }
+
+
+@pytest.fixture(scope="module")
+def empty_project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("empty")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def aligned_project(tmp_path_factory) -> Path:
+    """Prepared and aligned faces, and an LDG of two short epochs to train."""
+    from lightfer.params import load_params
+    from stages import align, prepare
+
+    root = tmp_path_factory.mktemp("aligned")
+    raw = tiny_params()
+    raw["train"]["ldg"]["train"]["epochs"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params(root / "params.yaml")
+    prepare.run(params, root, dataset="synthetic")
+    align.run(params, root, dataset="synthetic")
+    return root
+
+
+@pytest.fixture(scope="module")
+def report_inputs(tmp_path_factory) -> Path:
+    """Every metric and figure the report reads (the report tests' fake project)."""
+    from tests.stages.report_project import make_report_project
+
+    root = tmp_path_factory.mktemp("report")
+    make_report_project(root)
+    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
+    return root
 
 
 def _run(module: str, args: list[str], cwd: Path) -> subprocess.Popen:
@@ -51,18 +104,16 @@ def _snapshot(root: Path, outs: list[str]) -> dict[str, bytes]:
     return files
 
 
-def _project(tmp_path: Path, name: str) -> Path:
-    root = tmp_path / name
-    root.mkdir()
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    return root
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(STAGES))
-def test_a_killed_stage_leaves_no_output_and_reruns_to_the_same_bytes(kind, tmp_path):
-    module, args, outs = STAGES[kind]
-    reference = _project(tmp_path, "reference")
+def test_a_killed_stage_leaves_no_output_and_reruns_to_the_same_bytes(kind, tmp_path, request):
+    module, args, outs, inputs = STAGES[kind]
+    base = request.getfixturevalue(inputs)
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(base, tmp_path / name))
+
+    reference = copy("reference")
     start = time.monotonic()
     done = _run(module, args, reference)
     assert done.wait(timeout=300) == 0, done.stderr.read().decode()
@@ -70,7 +121,7 @@ def test_a_killed_stage_leaves_no_output_and_reruns_to_the_same_bytes(kind, tmp_
     expected = _snapshot(reference, outs)
     assert expected
 
-    killed = _project(tmp_path, "killed")
+    killed = copy("killed")
     process = _run(module, args, killed)
     time.sleep(random.Random(kind).uniform(0.3, duration))
     process.send_signal(signal.SIGKILL)

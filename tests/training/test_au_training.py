@@ -15,6 +15,7 @@ from lightfer.training.data import BatchRequest, FaceDataset, make_loader, usabl
 from lightfer.training.loop import STATE_FILE, ModelInfo, fit, load_training_state
 from lightfer.training.neighbours import NeighbourImages, dense_neighbour_table
 from tests.training.cache import write_face_cache
+from tests.training.crashing import Crash, CrashingLoader
 
 MEAN, STD = (0.3, 0.3, 0.3), (0.2, 0.2, 0.2)
 CONFIG = TrainConfig(
@@ -25,29 +26,6 @@ CONFIG = TrainConfig(
     augment=AugmentConfig(crop="pad", padding=2),
 )
 INFO = ModelInfo("tiny", CLASSES, 32, MEAN, STD)
-
-
-class _Crash(RuntimeError):
-    pass
-
-
-class _CrashingLoader:
-    """The wrapped loader, raising in the middle of epoch `epoch` (a simulated kill)."""
-
-    def __init__(self, loader, epoch: int) -> None:
-        self.loader, self.epoch = loader, epoch
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
-    def __iter__(self):
-        for index, batch in enumerate(self.loader):
-            if self.loader.sampler.epoch == self.epoch and index == 2:
-                raise _Crash
-            yield batch
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +64,7 @@ def _fit(setup, out_dir, *, crash_in_epoch=None):
     term = AUNeighbourKL(table_rows, table_weights, source="bank", init=torch.from_numpy(soft))
     loader = make_loader(_dataset(setup), batch_size=8, train=True, seed=CONFIG.seed)
     if crash_in_epoch is not None:
-        loader = _CrashingLoader(loader, crash_in_epoch)
+        loader = CrashingLoader(loader, crash_in_epoch)
     model = _model()
     fit(
         model,
@@ -104,7 +82,7 @@ def _fit(setup, out_dir, *, crash_in_epoch=None):
 
 def test_a_crashed_ldl_au_run_resumes_with_its_memory_bank(setup, tmp_path):
     whole, whole_term = _fit(setup, tmp_path / "whole")
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         _fit(setup, tmp_path / "resumed", crash_in_epoch=2)
     saved = load_training_state(tmp_path / "resumed" / STATE_FILE)
     assert saved["epoch"] == 1 and "bank" in saved["regime"]["au_kl"]

@@ -36,6 +36,7 @@ from lightfer.training.loop import (
 from lightfer.training.neighbours import NeighbourImages, dense_neighbour_table
 from lightfer.training.soft_labels import OnlineSoftLabels
 from tests.training.cache import write_face_cache
+from tests.training.crashing import Crash, CrashingLoader
 
 CPU = torch.device("cpu")
 MEAN, STD = (0.3, 0.3, 0.3), (0.2, 0.2, 0.2)
@@ -68,29 +69,6 @@ REGIMES = [
 ]
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning")
-
-
-class _Crash(RuntimeError):
-    """A simulated kill in the middle of an epoch."""
-
-
-class _CrashingLoader:
-    """The wrapped loader, raising at batch 2 of epoch `epoch`."""
-
-    def __init__(self, loader, epoch: int) -> None:
-        self.loader, self.epoch = loader, epoch
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
-    def __iter__(self):
-        for index, batch in enumerate(self.loader):
-            if self.loader.sampler.epoch == self.epoch and index == 2:
-                raise _Crash
-            yield batch
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +120,7 @@ def _fit(setup, name, out_dir, config=CONFIG, crash_in_epoch=None):
     if name == "ldl_au-batch":
         loader = NeighbourImages(loader, _dataset(setup, train), rows)
     if crash_in_epoch is not None:
-        loader = _CrashingLoader(loader, crash_in_epoch)
+        loader = CrashingLoader(loader, crash_in_epoch)
     val_set = _dataset(setup, test, on_device=on_device)
     torch.manual_seed(0)
     model = create_model("efficientface")
@@ -177,7 +155,7 @@ def test_each_regime_trains_with_the_cuda_choices_and_resumes_exactly_after_a_cr
     history = (tmp_path / "whole" / HISTORY_FILE).read_text().splitlines()
     assert len(history) == 3 and "nan" not in history[2] and "inf" not in history[2]
 
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         _fit(setup, name, tmp_path / "resumed", crash_in_epoch=2)
     assert load_training_state(tmp_path / "resumed" / STATE_FILE)["epoch"] == 1
     resumed, resumed_term, _ = _fit(setup, name, tmp_path / "resumed")

@@ -19,6 +19,7 @@ from lightfer.training.distributed import Distributed
 from lightfer.training.loop import BEST_FILE, HISTORY_FILE, STATE_FILE, ModelInfo, fit
 from lightfer.training.neighbours import dense_neighbour_table
 from tests.training.cache import write_face_cache
+from tests.training.crashing import CrashingLoader
 
 pytestmark = pytest.mark.slow  # every test starts worker processes
 MEAN, STD = (0.3, 0.3, 0.3), (0.2, 0.2, 0.2)
@@ -149,29 +150,6 @@ def test_a_loader_split_over_other_ranks_is_refused(cache_dir, tmp_path):
         )
 
 
-class _Crash(RuntimeError):
-    """A simulated kill of every rank in the middle of an epoch."""
-
-
-class _CrashingLoader:
-    """The wrapped loader, raising at batch 1 of epoch 2 (on every rank alike)."""
-
-    def __init__(self, loader) -> None:
-        self.loader = loader
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
-    def __iter__(self):
-        for index, batch in enumerate(self.loader):
-            if self.loader.sampler.epoch == 2 and index == 1:
-                raise _Crash
-            yield batch
-
-
 def _train_au(cache_dir, out_dir, distributed: Distributed, crash: bool = False) -> dict:
     """Train ldl_au with the memory bank; return the weights and the bank."""
     torch.set_num_threads(1)
@@ -205,7 +183,7 @@ def _train_au(cache_dir, out_dir, distributed: Distributed, crash: bool = False)
     fit(
         model,
         ldl_au_regime(1.0, term),
-        train_loader=_CrashingLoader(loader) if crash else loader,
+        train_loader=CrashingLoader(loader, epoch=2, batch=1) if crash else loader,
         val_loader=None,
         config=CONFIG,
         info=ModelInfo("tiny", CLASSES, 32, MEAN, STD),
@@ -242,7 +220,7 @@ def test_ranks_keep_one_memory_bank_through_a_kill_and_resume(cache_dir, tmp_pat
     # Every rank applied every rank's updates: the bank of one process training alone.
     torch.testing.assert_close(whole[0]["bank"], single["bank"], rtol=1e-4, atol=1e-5)
 
-    with pytest.raises(mp.ProcessRaisedException, match="_Crash"):
+    with pytest.raises(mp.ProcessRaisedException, match="Crash"):
         _spawn_au(cache_dir, tmp_path / "resumed", results, crash=True)
     resumed = _spawn_au(cache_dir, tmp_path / "resumed", results)
     for key, value in whole[0].items():
