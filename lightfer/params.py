@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
@@ -556,13 +556,13 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
     params = validate_params(raw, source=str(path), base_dir=path.parent)
-    missing = [key for key in DAG_KEYS if not _present(raw, key)]
+    missing = [key for key in DAG_KEYS if dotted_get(raw, key, _MISSING) is _MISSING]
     if missing:
         raise ParamsError(
             f"{path} is invalid:\n  "
             + "\n  ".join(
                 f"{key}: missing; dvc.yaml expands its stages over it, so it must be in the "
-                f"file (the default: {key}: {list(_value(params, key))})"
+                f"file (the default: {key}: {dotted_get(params.model_dump(mode='json'), key)})"
                 for key in missing
             )
         )
@@ -571,22 +571,17 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
 
 # The keys dvc.yaml expands its stages over. DVC reads them from the file itself, so a
 # schema default cannot stand in for a missing one.
+_MISSING = object()
 DAG_KEYS = ("train.regimes", "train.seeds", "study.datasets", "study.noise", "study.seeds")
 
 
-def _present(raw: dict[str, Any], dotted: str) -> bool:
-    node: Any = raw
+def dotted_get(mapping: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    """The value at `a.b.c` in nested mappings, or `default` where a part is missing."""
+    node: Any = mapping
     for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
+        if not isinstance(node, Mapping) or part not in node:
+            return default
         node = node[part]
-    return True
-
-
-def _value(params: Params, dotted: str) -> Any:
-    node: Any = params
-    for part in dotted.split("."):
-        node = getattr(node, part)
     return node
 
 

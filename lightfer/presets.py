@@ -21,7 +21,7 @@ import yaml
 
 from lightfer.errors import ParamsError
 from lightfer.io import atomic_path
-from lightfer.params import validate_params
+from lightfer.params import dotted_get, validate_params
 
 PRESETS_DIR = "presets"
 
@@ -131,15 +131,6 @@ def _leaves(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _lookup(mapping: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = mapping
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return UNSET
-        node = node[part]
-    return node
-
-
 def apply_preset(
     params_file: str | os.PathLike[str],
     name: str,
@@ -174,7 +165,7 @@ def apply_preset(
     validate_params(after, source=f"{path} with preset {name}", base_dir=path.parent)
     changes, unchanged = [], 0
     for key, value in _leaves(preset).items():
-        old = _lookup(before, key)
+        old = dotted_get(before, key, UNSET)
         if old is not UNSET and old == value:
             unchanged += 1
         else:

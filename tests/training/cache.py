@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from lightfer.faces.cache import CACHE_FILE, TABLE_FILE
 from lightfer.labels import NUM_CLASSES
+from lightfer.training.neighbours import dense_neighbour_table
 
 
 def write_face_cache(
@@ -51,3 +53,19 @@ def write_face_cache(
     )
     pq.write_table(table, directory / TABLE_FILE)
     return directory
+
+
+def random_soft_labels_and_graph(
+    n_rows: int, train: np.ndarray, *, k: int = 3, seed: int = 0
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Seeded soft labels for every row and a random K-neighbour graph over `train`.
+
+    Returns `(soft, neighbours, weights)`: `(N, C)` float32 Dirichlet draws, and the
+    `dense_neighbour_table` of each training row's `k` distinct neighbours with weights in
+    [0.2, 1) (what the AU term reads).
+    """
+    rng = np.random.default_rng(seed)
+    soft = rng.dirichlet(np.ones(NUM_CLASSES), size=n_rows).astype(np.float32)
+    picks = np.stack([rng.choice(train, size=k, replace=False) for _ in train])
+    weights = rng.uniform(0.2, 1.0, size=picks.shape).astype(np.float32)
+    return soft, *dense_neighbour_table(n_rows, train, picks, weights)

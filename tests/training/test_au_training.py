@@ -13,8 +13,8 @@ from lightfer.losses import AUNeighbourKL, ldl_au_regime
 from lightfer.training.config import AugmentConfig, TrainConfig
 from lightfer.training.data import BatchRequest, FaceDataset, make_loader, usable_rows
 from lightfer.training.loop import STATE_FILE, ModelInfo, fit, load_training_state
-from lightfer.training.neighbours import NeighbourImages, dense_neighbour_table
-from tests.training.cache import write_face_cache
+from lightfer.training.neighbours import NeighbourImages
+from tests.training.cache import random_soft_labels_and_graph, write_face_cache
 from tests.training.crashing import Crash, CrashingLoader
 
 MEAN, STD = (0.3, 0.3, 0.3), (0.2, 0.2, 0.2)
@@ -33,11 +33,7 @@ def setup(tmp_path_factory):
     crops, table = load_face_cache(write_face_cache(tmp_path_factory.mktemp("cache")))
     labels = table.column("label").to_numpy()
     train = usable_rows(table, "train")
-    rng = np.random.default_rng(0)
-    soft = rng.dirichlet(np.ones(len(CLASSES)), size=len(crops)).astype(np.float32)
-    neighbours = np.stack([rng.choice(train, size=3, replace=False) for _ in train])
-    weights = rng.uniform(0.2, 1.0, size=neighbours.shape).astype(np.float32)
-    table_rows, table_weights = dense_neighbour_table(len(crops), train, neighbours, weights)
+    soft, table_rows, table_weights = random_soft_labels_and_graph(len(crops), train)
     return crops, labels, train, soft, table_rows, table_weights
 
 

@@ -33,9 +33,9 @@ from lightfer.training.loop import (
     fit,
     load_training_state,
 )
-from lightfer.training.neighbours import NeighbourImages, dense_neighbour_table
+from lightfer.training.neighbours import NeighbourImages
 from lightfer.training.soft_labels import OnlineSoftLabels
-from tests.training.cache import write_face_cache
+from tests.training.cache import random_soft_labels_and_graph, write_face_cache
 from tests.training.crashing import Crash, CrashingLoader
 
 CPU = torch.device("cpu")
@@ -76,11 +76,7 @@ def setup(tmp_path_factory):
     crops, table = load_face_cache(write_face_cache(tmp_path_factory.mktemp("cache")))
     labels = table.column("label").to_numpy()
     train = usable_rows(table, "train")
-    rng = np.random.default_rng(0)
-    soft = rng.dirichlet(np.ones(len(CLASSES)), size=len(crops)).astype(np.float32)
-    neighbours = np.stack([rng.choice(train, size=3, replace=False) for _ in train])
-    weights = rng.uniform(0.2, 1.0, size=neighbours.shape).astype(np.float32)
-    graph = dense_neighbour_table(len(crops), train, neighbours, weights)
+    soft, *graph = random_soft_labels_and_graph(len(crops), train)
     return crops, labels, train, usable_rows(table, "test"), soft, graph
 
 

@@ -17,8 +17,7 @@ from lightfer.training.config import AugmentConfig, TrainConfig
 from lightfer.training.data import FaceDataset, make_loader, usable_rows
 from lightfer.training.distributed import Distributed
 from lightfer.training.loop import BEST_FILE, HISTORY_FILE, STATE_FILE, ModelInfo, fit
-from lightfer.training.neighbours import dense_neighbour_table
-from tests.training.cache import write_face_cache
+from tests.training.cache import random_soft_labels_and_graph, write_face_cache
 from tests.training.crashing import CrashingLoader
 
 pytestmark = pytest.mark.slow  # every test starts worker processes
@@ -156,11 +155,9 @@ def _train_au(cache_dir, out_dir, distributed: Distributed, crash: bool = False)
     crops, table = load_face_cache(cache_dir)
     labels = table.column("label").to_numpy()
     train = usable_rows(table, "train")
-    rng = np.random.default_rng(0)
-    soft = torch.from_numpy(rng.dirichlet(np.ones(len(CLASSES)), size=len(crops))).float()
-    picks = np.stack([rng.choice(train, size=3, replace=False) for _ in train])
-    weights = rng.uniform(0.2, 1.0, size=picks.shape).astype(np.float32)
-    term = AUNeighbourKL(*dense_neighbour_table(len(crops), train, picks, weights), init=soft)
+    soft_labels, neighbours, weights = random_soft_labels_and_graph(len(crops), train)
+    soft = torch.from_numpy(soft_labels)
+    term = AUNeighbourKL(neighbours, weights, init=soft)
     dataset = FaceDataset(
         crops,
         train,
