@@ -10,10 +10,14 @@ export DO_NOT_TRACK := 1
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: repro test test-slow venv results-diff results-check
+.PHONY: repro test test-slow venv browser results-diff results-check
 
 venv:
 	@bash scripts/bootstrap.sh
+
+# Chromium and chromedriver for the web page's browser test (apt-get as root; a no-op when there).
+browser:
+	@bash scripts/install_browser.sh
 
 ## Run the whole pipeline (dvc repro) on params.yaml's datasets; the embedded default is synthetic.
 repro: venv
@@ -26,7 +30,7 @@ repro: venv
 PYTEST := python -m pytest -n 2
 
 ## Lint, then the fast tier of the test suite (about a minute; what to run while working).
-test: venv
+test: venv browser
 	ruff check .
 	ruff format --check .
 	$(PYTEST) --dist loadfile -m "not slow"

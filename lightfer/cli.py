@@ -495,6 +495,58 @@ def _compare(model: Any, path: Path, batch: Any) -> tuple[float, float, int]:
     return float(abs(got - expected).max()), agreement, len(batch)
 
 
+@app.command("serve")
+def serve(
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A lightfer checkpoint, an official EfficientFace file, or an ONNX export "
+            "(.onnx) with lightfer metadata. Required.",
+            show_default=False,
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[
+        int,
+        typer.Option("--max-upload-mb", min=1, help="Largest photo accepted, in MB (10^6 bytes)."),
+    ] = 20,
+    device: Annotated[
+        str, typer.Option("--device", help="torch device of the model and the detector.")
+    ] = "cpu",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads. Default: torch's default (all cores).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve the model's web page: drop a photo or take one with the webcam, see each face's
+    expression distribution.
+
+    Opens http://HOST:PORT/ (a local page; nothing is loaded from the internet) with a JSON
+    API beside it: POST /api/predict (multipart field `file`) returns the rows `lightfer
+    predict` writes for that image; GET /api/health names the model. See docs/serve.md.
+    The model is loaded once, before the server starts; Ctrl+C stops it.
+    """
+    import uvicorn
+
+    from lightfer.predict import Predictor
+    from lightfer.web import create_app
+
+    predictor = Predictor.from_path(model, device=device, threads=threads)
+    web = create_app(predictor, model_name=model.name, max_upload_bytes=max_upload_mb * 1_000_000)
+    typer.echo(f"serving {model} on http://{host}:{port}/ (Ctrl+C stops)")
+    uvicorn.run(web, host=host, port=port)
+
+
 def main() -> None:
     """Entry point of the `lightfer` script."""
     app(prog_name="lightfer")
