@@ -95,6 +95,20 @@ def study_model_path(root: Path, dataset: str, noise: float, seed: int) -> Path:
     return root / "models" / "study" / dataset / f"{study_run_name(noise, seed)}.pt"
 
 
+def newest_expression_model(root: Path) -> Path | None:
+    """The most recently written EfficientFace-style checkpoint of the main DAG, or None.
+
+    `models/<dataset>/*.pt` newest by modification time, leaving out the LDGs (`ldg.pt`, the
+    label-distribution teachers) and the noise study's models (`models/study/`).
+    """
+    found = [
+        path
+        for path in (root / "models").glob("*/*.pt")
+        if path.parent.name != "study" and path.stem != LDG_RUN and path.is_file()
+    ]
+    return max(found, key=lambda path: (path.stat().st_mtime, str(path)), default=None)
+
+
 # Reports of one dataset.
 
 

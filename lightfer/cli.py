@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -133,15 +134,16 @@ def predict(
         ),
     ],
     model: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--model",
             "-m",
-            help="A lightfer checkpoint, an official EfficientFace file, or an ONNX export "
-            "(.onnx) with lightfer metadata. Required.",
+            help="A lightfer checkpoint, an official EfficientFace file, or an ONNX (.onnx) "
+            "or OpenVINO (.xml) export with lightfer metadata. Default: the newest trained "
+            "checkpoint under models/ (not the LDG's, nor the study's), named on stderr.",
             show_default=False,
         ),
-    ],
+    ] = None,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Output file, one row per face (.csv or .jsonl)."),
@@ -189,8 +191,10 @@ def predict(
 
     Writes one row per face (file, frame, box, detector score, the seven probabilities,
     label); an unreadable file or an image without a face gets one row saying so, and the
-    run goes on. Exits with 1 when the model cannot be loaded, when no input file is found,
-    or when none of the files could be read; otherwise 0, even if some files failed.
+    run goes on. Without --model, the newest checkpoint `dvc repro` trained (models/) is
+    used. Exits with 1 when the model cannot be loaded or there is none, when no input file
+    is found, or when none of the files could be read; otherwise 0, even if some files
+    failed.
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -206,6 +210,7 @@ def predict(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--out'") from None
     check_output_file(out)  # before any work, not after it
+    model = model or _default_model()
     if not expand_paths(paths):
         typer.echo(f"no image or video file found in {', '.join(map(str, paths))}", err=True)
         raise typer.Exit(code=1)
@@ -238,6 +243,24 @@ def predict(
         raise typer.Exit(code=1)
 
 
+def _default_model() -> Path:
+    """The newest trained checkpoint under ./models, said on stderr; exit 1 if there is none."""
+    from lightfer.catalog import newest_expression_model
+
+    found = newest_expression_model(Path())
+    if found is None:
+        typer.echo(
+            f"no --model given and no trained checkpoint under {Path.cwd() / 'models'}: "
+            f"`dvc repro` trains them into models/<dataset>/, or pass --model with a "
+            f"lightfer checkpoint (.pt), an official EfficientFace .tar, an .onnx or an "
+            f"OpenVINO .xml export",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+    typer.echo(f"no --model given: using the newest trained checkpoint, {found}", err=True)
+    return found
+
+
 @app.command("export")
 def export(
     checkpoint: Annotated[
@@ -252,17 +275,34 @@ def export(
         typer.Option(
             "--out",
             "-o",
-            help="The float32 ONNX file to write (.onnx). Required.",
+            help="The float32 file to write: .onnx for ONNX Runtime, .xml for OpenVINO (its "
+            "weights go beside it, as .bin). Required.",
             show_default=False,
         ),
     ],
+    runtime: Annotated[
+        str,
+        typer.Option(
+            "--runtime",
+            help="onnx: an ONNX model for ONNX Runtime; openvino: an OpenVINO model (IR "
+            ".xml + .bin), converted from the ONNX one.",
+        ),
+    ] = "onnx",
     int8: Annotated[
         bool,
         typer.Option(
             "--int8",
-            help="Also write <out stem>.int8.onnx, quantised statically to int8 (QDQ: int8 "
-            "weights per output channel, uint8 activations). Needs --calibration, or "
-            "--random-calibration.",
+            help="Also write <out stem>.int8.onnx (ONNX Runtime static quantisation, QDQ: int8 "
+            "weights per output channel, uint8 activations) or <out stem>.int8.xml (NNCF "
+            "post-training quantisation). Needs --calibration, or --random-calibration.",
+        ),
+    ] = False,
+    bf16: Annotated[
+        bool,
+        typer.Option(
+            "--bf16",
+            help="Also write <out stem>.bf16.xml, which OpenVINO runs in bfloat16 (--runtime "
+            "openvino, on a CPU with AVX512_BF16 or AMX).",
         ),
     ] = False,
     calibration: Annotated[
@@ -303,26 +343,34 @@ def export(
         ),
     ] = None,
 ) -> None:
-    """Export a checkpoint to ONNX for `lightfer predict --model` and CPU deployment.
+    """Export a checkpoint to ONNX or OpenVINO for `lightfer predict --model` and CPU deployment.
 
     Writes OUT with the class order, input size and normalisation in its metadata, once
-    ONNX Runtime reproduces PyTorch's logits on random inputs (within 1e-4 + 1e-3 relative;
+    the runtime reproduces PyTorch's logits on random inputs (within 1e-4 + 1e-3 relative;
     the largest difference is printed). An official EfficientFace file records none of
     these: it is exported at 224 pixels with the official training's (RAF-DB) mean and
-    std and upstream's class order, as `lightfer predict` reads it. With --int8, the
-    quantised copy's largest logit difference and top-1 agreement with PyTorch are printed
-    on a calibration batch: a check that quantisation went through, not an accuracy;
-    evaluate it on test faces before use.
+    std and upstream's class order, as `lightfer predict` reads it. With --int8 or
+    --bf16, each copy's largest logit difference and top-1 agreement with PyTorch are
+    printed on a calibration batch (--int8) or random inputs: a check that the conversion
+    went through, not an accuracy; evaluate it on test faces before use.
     Exits with 1 when the checkpoint cannot be loaded, the export does not reproduce
-    PyTorch, or the calibration data cannot be read.
+    PyTorch, the calibration data cannot be read, or --bf16 is asked on a CPU without it.
     """
-    from lightfer.export import export_onnx, inference_metadata, quantize_int8, verify_onnx
-    from lightfer.io import atomic_path
-
-    if out.suffix.lower() != ".onnx":
+    if runtime not in _EXPORT_SUFFIXES:
         raise typer.BadParameter(
-            f"{out} does not end in .onnx, which `lightfer predict` needs to read it",
+            f"{runtime!r} is not one of {', '.join(_EXPORT_SUFFIXES)}", param_hint="'--runtime'"
+        )
+    suffix = _EXPORT_SUFFIXES[runtime]
+    if out.suffix.lower() != suffix:
+        raise typer.BadParameter(
+            f"{out} does not end in {suffix}, which `lightfer predict` needs to read it as "
+            f"a --runtime {runtime} model",
             param_hint="'--out'",
+        )
+    if bf16 and runtime != "openvino":
+        raise typer.BadParameter(
+            "--bf16 needs --runtime openvino (ONNX Runtime has no bfloat16 path here)",
+            param_hint="'--bf16'",
         )
     if int8 and calibration is None and not random_calibration:
         raise typer.BadParameter(
@@ -338,36 +386,103 @@ def export(
         raise typer.BadParameter(
             "calibration only applies to --int8; add --int8", param_hint="'--calibration'"
         )
+    from lightfer.export import verify_forward
+
     try:
         model, info = _load_for_export(checkpoint, arch=arch)
         size = info["image_size"]
+        if bf16:  # refused before anything is written
+            from lightfer.openvino_export import require_bf16
+
+            require_bf16(out.with_name(f"{out.stem}.bf16{suffix}"))
         if int8:  # read before anything is written
             batches, described = _calibration_batches(calibration, limit=calibration_limit, **info)
-        with atomic_path(out) as tmp:  # committed only once ONNX Runtime matches PyTorch
-            export_onnx(
-                model, tmp, image_size=size, metadata=inference_metadata(**info), check=False
-            )
-            difference = verify_onnx(model, tmp, image_size=size)
+        write = _write_onnx if runtime == "onnx" else _write_openvino
+        forward = write(model, out, info, "fp32", None)
+        difference = verify_forward(model, forward, source=str(out), image_size=size)
         typer.echo(
             f"{out}: float32, {_megabytes(out)}, {size} px; max |logit difference| vs "
             f"PyTorch {difference:.2g} on random inputs"
         )
-        if int8:
-            int8_path = out.with_name(f"{out.stem}.int8.onnx")
-            quantize_int8(out, int8_path, batches)
-            difference, agreement, count = _compare(model, int8_path, next(iter(batches())))
+        for precision in [name for name, wanted in (("int8", int8), ("bf16", bf16)) if wanted]:
+            path = out.with_name(f"{out.stem}.{precision}{suffix}")
+            forward = write(model, path, info, precision, batches if int8 else None)
+            batch, inputs = (
+                (next(iter(batches())), "calibration inputs")
+                if int8
+                else (_random_batch(8, size), "random inputs")
+            )
+            difference, agreement = _compare(model, forward, batch)
+            calibrated = f", calibrated on {described}" if precision == "int8" else ""
             typer.echo(
-                f"{int8_path}: int8, {_megabytes(int8_path)}, calibrated on {described}; "
-                f"max |logit difference| vs PyTorch {difference:.2g}, top-1 agreement "
-                f"{agreement:.0%} on {count} calibration inputs"
+                f"{path}: {precision}, {_megabytes(path)}{calibrated}; max |logit difference| "
+                f"vs PyTorch {difference:.2g}, top-1 agreement {agreement:.0%} on "
+                f"{len(batch)} {inputs}"
             )
     except (LightferError, ValueError) as exc:
         typer.echo(" ".join(str(exc).split()), err=True)  # one line, even for torch's errors
         raise typer.Exit(code=1) from None
 
 
+_EXPORT_SUFFIXES = {"onnx": ".onnx", "openvino": ".xml"}
+
+
+def _write_onnx(
+    model: Any, path: Path, info: dict[str, Any], precision: str, batches: Any
+) -> Callable[[Any], Any]:
+    """Write an ONNX file, fp32 (once it matches PyTorch) or int8 (quantised from the fp32
+    file beside it), and return its forward."""
+    from lightfer.export import (
+        INPUT_NAME,
+        OUTPUT_NAME,
+        export_onnx,
+        inference_metadata,
+        inference_session,
+        quantize_int8,
+    )
+
+    if precision == "fp32":
+        metadata = inference_metadata(**info)
+        export_onnx(model, path, image_size=info["image_size"], metadata=metadata)
+    else:
+        quantize_int8(path.with_name(path.name.replace(".int8.", ".")), path, batches)
+    session = inference_session(path)
+    return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+
+def _write_openvino(
+    model: Any, path: Path, info: dict[str, Any], precision: str, batches: Any
+) -> Callable[[Any], Any]:
+    """Write an OpenVINO file in `precision` (fp32 once it matches PyTorch); return its
+    forward."""
+    from lightfer.export import inference_metadata
+    from lightfer.openvino_export import export_openvino, openvino_forward
+
+    metadata = inference_metadata(**info)
+    export_openvino(
+        model,
+        path,
+        image_size=info["image_size"],
+        metadata=metadata,
+        precision=precision,
+        calibration=batches,
+    )
+    return openvino_forward(path, precision=precision)
+
+
+def _random_batch(count: int, size: int) -> Any:
+    """A seeded standard-normal batch `(count, 3, size, size)`."""
+    import torch
+
+    return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
 def _megabytes(path: Path) -> str:
-    return f"{path.stat().st_size / 1e6:.2f} MB"
+    """The size of a model file; of an OpenVINO one, with its weights (.bin)."""
+    size = path.stat().st_size
+    if path.suffix == ".xml":
+        size += path.with_suffix(".bin").stat().st_size
+    return f"{size / 1e6:.2f} MB"
 
 
 def _load_for_export(path: Path, *, arch: str | None) -> tuple[Any, dict[str, Any]]:
@@ -482,17 +597,15 @@ def _calibration_batches(
     return faces_batches, described
 
 
-def _compare(model: Any, path: Path, batch: Any) -> tuple[float, float, int]:
-    """Largest logit difference and top-1 agreement between `model` and an ONNX file."""
+def _compare(model: Any, forward: Any, batch: Any) -> tuple[float, float]:
+    """Largest logit difference and top-1 agreement between `model` and a deployed forward."""
     import torch
-
-    from lightfer.export import INPUT_NAME, OUTPUT_NAME, inference_session
 
     with torch.inference_mode():
         expected = model(batch).numpy()
-    got = inference_session(path).run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
+    got = forward(batch.numpy())
     agreement = float((got.argmax(axis=1) == expected.argmax(axis=1)).mean())
-    return float(abs(got - expected).max()), agreement, len(batch)
+    return float(abs(got - expected).max()), agreement
 
 
 @app.command("serve")

@@ -56,6 +56,7 @@ __all__ = [
     "inference_session",
     "quantize_int8",
     "read_inference_metadata",
+    "verify_forward",
     "verify_onnx",
 ]
 
@@ -98,12 +99,21 @@ def inference_metadata(
     }
 
 
-def read_inference_metadata(props: Mapping[str, str], *, source: str | Path) -> dict[str, object]:
+def read_inference_metadata(
+    props: Mapping[str, str],
+    *,
+    source: str | Path,
+    kind: str = "ONNX model",
+    remedy: str = "export_onnx(..., metadata=inference_metadata(classes=..., image_size=..., "
+    "mean=..., std=...)) using its checkpoint's values",
+) -> dict[str, object]:
     """Parse what `inference_metadata` wrote, e.g. from a session's `custom_metadata_map`.
 
     Args:
         props: the model's metadata_props as a mapping.
         source: the file they come from, for the message.
+        kind: what the file is, for the message ("ONNX model", "OpenVINO model").
+        remedy: how to write a file with the metadata, for the message.
 
     Returns:
         `classes` (tuple of str), `image_size` (int), `mean` and `std` (tuples of 3 floats).
@@ -115,21 +125,16 @@ def read_inference_metadata(props: Mapping[str, str], *, source: str | Path) -> 
     missing = [key for key in _META_KEYS.values() if key not in props]
     if missing:
         raise ExportError(
-            f"ONNX model {source} does not record {', '.join(missing)}, which prediction needs "
-            f"(class order, input size, normalisation); re-export it with "
-            f"export_onnx(..., metadata=inference_metadata(classes=..., image_size=..., "
-            f"mean=..., std=...)) using its checkpoint's values"
+            f"{kind} {source} does not record {', '.join(missing)}, which prediction needs "
+            f"(class order, input size, normalisation); re-export it with {remedy}"
         )
     try:
         values = {name: json.loads(props[key]) for name, key in _META_KEYS.items()}
     except ValueError as err:
         raise ExportError(
-            f"ONNX model {source} has malformed lightfer metadata ({err}); re-export it with "
-            f"export_onnx(..., metadata=inference_metadata(...))"
+            f"{kind} {source} has malformed lightfer metadata ({err}); re-export it with {remedy}"
         ) from err
-    classes, image_size, mean, std = check_inference_metadata(
-        **values, source=f"ONNX model {source}"
-    )
+    classes, image_size, mean, std = check_inference_metadata(**values, source=f"{kind} {source}")
     return {"classes": classes, "image_size": image_size, "mean": mean, "std": std}
 
 
@@ -177,6 +182,39 @@ def verify_onnx(
     Raises:
         ExportError: the logits differ beyond the tolerances.
     """
+    session = inference_session(path)
+    return verify_forward(
+        model,
+        lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0],
+        source=f"ONNX model {path}",
+        image_size=image_size,
+        batch_size=batch_size,
+        rtol=rtol,
+        atol=atol,
+    )
+
+
+def verify_forward(
+    model: nn.Module,
+    forward: Callable[[np.ndarray], np.ndarray],
+    *,
+    source: str,
+    image_size: int,
+    batch_size: int = 3,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+) -> float:
+    """Check that a deployed model's `forward` (numpy batch to logits) reproduces PyTorch.
+
+    The batch is seeded normal noise `(batch_size, 3, S, S)`; see `verify_onnx` for the
+    arguments. `source` names the deployed file in the message.
+
+    Returns:
+        The largest absolute difference between the logits.
+
+    Raises:
+        ExportError: the shapes differ, or the logits differ beyond the tolerances.
+    """
     x = torch.randn(
         batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)
     )
@@ -184,16 +222,16 @@ def verify_onnx(
     with torch.inference_mode():
         expected = model.eval()(x.to(_device(model))).cpu().numpy()
     model.train(was_training)
-    got = inference_session(path).run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    got = forward(x.numpy())
     if got.shape != expected.shape:
         raise ExportError(
-            f"ONNX model {path} returns logits of shape {got.shape} for a {tuple(x.shape)} "
+            f"{source} returns logits of shape {got.shape} for a {tuple(x.shape)} "
             f"batch, PyTorch {expected.shape}; the export is not faithful for this model"
         )
     max_diff = float(np.abs(got - expected).max())
     if not np.allclose(got, expected, rtol=rtol, atol=atol):
         raise ExportError(
-            f"ONNX model {path} disagrees with PyTorch on a {tuple(x.shape)} batch: largest "
+            f"{source} disagrees with PyTorch on a {tuple(x.shape)} batch: largest "
             f"logit difference {max_diff:.3g} exceeds atol={atol} + rtol={rtol}; the export "
             f"is not faithful for this model"
         )

@@ -15,7 +15,7 @@ a face becomes one row with `error == NO_FACE`, and the run goes on.
 
 Models: a lightfer checkpoint (its class order, input size and normalisation are recorded
 and used), an official EfficientFace file (no metadata: 224 pixels, the RAF-DB mean and std,
-`OFFICIAL_CLASS_ORDER`, as upstream trains), or an ONNX export carrying
+`OFFICIAL_CLASS_ORDER`, as upstream trains), or an ONNX or OpenVINO export carrying
 `lightfer.export.inference_metadata`. A class order other than `CLASSES` is refused
 (`ClassOrderMismatchError`) rather than mislabelled.
 
@@ -344,32 +344,32 @@ class Predictor:
         threads: int | None = None,
         arch: str = "efficientface",
     ) -> Predictor:
-        """A predictor for a checkpoint (`.pt`, `.pth`, `.tar`, ...) or an ONNX file (`.onnx`).
+        """A predictor for a checkpoint (`.pt`, `.pth`, `.tar`, ...) or an export (`.onnx`, `.xml`).
 
         A lightfer checkpoint brings its architecture, class order, input size and
         normalisation. An official EfficientFace file records none of them: it is built as
         `arch` at 224 pixels with the official training's (RAF-DB) mean and std and
-        upstream's class order (a warning says so). An ONNX file must carry
-        `lightfer.export.inference_metadata`; it runs on ONNX Runtime's CPU provider with
-        `threads` intra-op threads.
+        upstream's class order (a warning says so). An ONNX or OpenVINO file must carry
+        `lightfer.export.inference_metadata`; it runs on ONNX Runtime's CPU provider or
+        OpenVINO's CPU plugin with `threads` threads.
 
         Args:
             model_path: the model file.
-            device: torch device of the model and the detector (ONNX: "cpu" only).
+            device: torch device of the model and the detector (exports: "cpu" only).
             detect: detection settings, as in `Predictor`.
             detector: a detector to reuse, as in `Predictor`.
             align: alignment settings, as in `Predictor`.
             batch_size: faces per forward pass.
             threads: CPU threads (torch's process-wide count for a new detector, ONNX
-                Runtime's intra-op count).
+                Runtime's intra-op count, OpenVINO's inference threads).
             arch: registry name used when the file does not record one (official files).
 
         Raises:
             CheckpointError: the file is missing, empty, unreadable, not a 7-way classifier,
                 does not fit the architecture or records unusable metadata.
             ClassOrderMismatchError: its classes differ from `CLASSES` (names or order).
-            ExportError: an ONNX file lacks lightfer's metadata.
-            DeviceError: the device is not available, or an ONNX model on another than the CPU.
+            ExportError: an ONNX or OpenVINO file lacks lightfer's metadata.
+            DeviceError: the device is not available, or an export on another than the CPU.
         """
         loaded = load_for_inference(
             model_path, device=device, arch=arch, classes=CLASSES, threads=threads

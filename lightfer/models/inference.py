@@ -3,10 +3,11 @@
 `load_for_inference` is the one reader of model files for inference: a lightfer checkpoint
 (its architecture, class order, input size and normalisation are recorded), an official
 EfficientFace file (none recorded: `arch` at `OFFICIAL_IMAGE_SIZE` pixels with RAF-DB's
-mean and std and `OFFICIAL_CLASS_ORDER`, as upstream trains), or an ONNX export carrying
-`lightfer.export.inference_metadata`. Every problem is a `LightferError` naming the file:
-missing, empty, corrupted, lacking metadata, metadata that would silently corrupt the
-outputs (a zero std), another class order, or a device that is not there.
+mean and std and `OFFICIAL_CLASS_ORDER`, as upstream trains), or an ONNX or OpenVINO
+(`.xml` with its `.bin`) export carrying `lightfer.export.inference_metadata`. Every
+problem is a `LightferError` naming the file: missing, empty, corrupted, lacking metadata,
+metadata that would silently corrupt the outputs (a zero std), another class order, or a
+device that is not there.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ OFFICIAL_STD = (0.20735591, 0.18981615, 0.18132027)
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
+# Export files by suffix: what they are, and what runs them.
+_EXPORTS = {
+    ".onnx": ("ONNX", "ONNX Runtime's CPU provider"),
+    ".xml": ("OpenVINO", "OpenVINO's CPU plugin"),
+}
+
 
 @dataclass(frozen=True, eq=False)
 class InferenceModel:
@@ -51,14 +58,14 @@ class InferenceModel:
 
     Attributes:
         path: the file.
-        source: "lightfer", "official" or "onnx".
-        arch: registry name ("" for ONNX files, whose graph is the model).
+        source: "lightfer", "official", "onnx" or "openvino".
+        arch: registry name ("" for exports, whose graph is the model).
         classes: class names in output order.
         image_size: square input side in pixels.
         mean: per-channel normalisation mean of [0, 1] RGB.
         std: per-channel standard deviation, all above 0.
         forward: float32 `(N, 3, S, S)` normalised batch -> `(N, len(classes))` logits.
-        module: the torch module (eval mode, on the device), None for ONNX files.
+        module: the torch module (eval mode, on the device), None for exports.
     """
 
     path: Path
@@ -125,7 +132,8 @@ def _check_model_file(path: Path) -> None:
         where = "a directory" if path.is_dir() else "not found"
         raise CheckpointError(
             f"model file {path} is {where}; pass a lightfer checkpoint (.pt), an official "
-            f"EfficientFace file (.pth.tar) or an ONNX export (.onnx)"
+            f"EfficientFace file (.pth.tar), an ONNX export (.onnx) or an OpenVINO export "
+            f"(.xml with its .bin)"
         )
     if path.stat().st_size == 0:
         raise CheckpointError(f"model file {path} is empty (0 bytes); copy or export it again")
@@ -142,33 +150,38 @@ def load_for_inference(
     """Load a model file for inference, refusing anything that would give wrong outputs.
 
     Args:
-        path: a lightfer checkpoint, an official EfficientFace file or an `.onnx` export.
-        device: torch device of a checkpoint's model (ONNX files run on the CPU).
+        path: a lightfer checkpoint, an official EfficientFace file, an `.onnx` export or
+            an OpenVINO `.xml` export (its `.bin` beside it).
+        device: torch device of a checkpoint's model (exports run on the CPU).
         arch: registry name used when the file does not record one (official files).
         classes: the class order the caller labels outputs with; a file recording
             another is refused. None accepts any recorded order (e.g. to export it).
-        threads: ONNX Runtime's intra-op threads (default: torch's thread count).
+        threads: ONNX Runtime's or OpenVINO's threads (default: torch's thread count).
 
     Returns:
         The model, its validated metadata and its forward function.
 
     Raises:
         CheckpointError: the file is missing, empty, unreadable, not a classifier of
-            `classes`, does not fit the architecture, or records unusable metadata.
+            `classes`, does not fit the architecture, or records unusable metadata; an
+            OpenVINO `.xml` has no `.bin` beside it.
         ClassOrderMismatchError: its classes differ from `classes` (names or order).
-        ExportError: an ONNX file lacks lightfer's metadata.
-        DeviceError: `device` does not exist here, or an ONNX file is asked to run on a GPU.
+        ExportError: an ONNX or OpenVINO file lacks lightfer's metadata.
+        DeviceError: `device` does not exist here, or an export is asked to run on a GPU.
     """
     path = Path(path)
-    if path.suffix.lower() == ".onnx" and device != "cpu":
+    kind, runtime = _EXPORTS.get(path.suffix.lower(), ("", ""))
+    if kind and device != "cpu":
         raise DeviceError(
-            f"ONNX models run on ONNX Runtime's CPU provider; got device {device!r}. Use "
-            f"--device cpu, or the model's PyTorch checkpoint for {device}"
+            f"{kind} models run on {runtime}; got device {device!r}. Use --device cpu, "
+            f"or the model's PyTorch checkpoint for {device}"
         )
     resolve_device(device)
     _check_model_file(path)
-    if path.suffix.lower() == ".onnx":
+    if kind == "ONNX":
         model = _load_onnx(path, threads=threads, expected=classes)
+    elif kind == "OpenVINO":
+        model = _load_openvino(path, threads=threads, expected=classes)
     else:
         model = _load_torch(path, device=device, arch=arch, expected=classes)
     logger.info("model %s: %d px, mean %s, std %s", path, model.image_size, model.mean, model.std)
@@ -254,6 +267,25 @@ def _load_onnx(
     return InferenceModel(
         path=path,
         source="onnx",
+        arch="",
+        classes=info["classes"],  # type: ignore[arg-type]
+        image_size=info["image_size"],  # type: ignore[arg-type]
+        mean=info["mean"],  # type: ignore[arg-type]
+        std=info["std"],  # type: ignore[arg-type]
+        forward=forward,
+    )
+
+
+def _load_openvino(
+    path: Path, *, threads: int | None, expected: Sequence[str] | None
+) -> InferenceModel:
+    from lightfer.openvino_export import load_openvino
+
+    forward, info = load_openvino(path, num_threads=threads)
+    _check_classes(info["classes"], expected, f"OpenVINO model {path}")  # type: ignore[arg-type]
+    return InferenceModel(
+        path=path,
+        source="openvino",
         arch="",
         classes=info["classes"],  # type: ignore[arg-type]
         image_size=info["image_size"],  # type: ignore[arg-type]
