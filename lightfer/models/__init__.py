@@ -9,6 +9,7 @@ Every model has the same surface: `forward_features`, `forward_head(x, pre_logit
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -17,16 +18,26 @@ from torch import Tensor, nn
 
 from lightfer.errors import UnknownModelError
 from lightfer.labels import CLASSES
-from lightfer.models import efficientface, ldg
 from lightfer.models.checkpoint import load_pretrained
 
-__all__ = ["create_model", "list_models", "recalibrate_batchnorm"]
+__all__ = ["RESNET_NAMES", "create_model", "list_models", "recalibrate_batchnorm"]
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "efficientface": efficientface.efficientface,
-    "shufflenet_v2_x1_0": efficientface.shufflenet_v2_x1_0,
-    **{name: functools.partial(ldg.resnet, name) for name in ldg.RESNET_CONFIGS},
+RESNET_NAMES = ("resnet18", "resnet34", "resnet50")  # `lightfer.models.ldg.RESNET_CONFIGS`
+
+# Name -> (module, factory). The module is imported on first use: the ResNets and
+# ShuffleNetV2 subclass torchvision's models, and importing torchvision costs a process about
+# 1.5 s here, which the stages that only build EfficientFace should not pay.
+# Entries are (module, function, leading arguments).
+_REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "efficientface": ("lightfer.models.efficientface", "efficientface", ()),
+    "shufflenet_v2_x1_0": ("lightfer.models.shufflenet", "shufflenet_v2_x1_0", ()),
+    **{name: ("lightfer.models.ldg", "resnet", (name,)) for name in RESNET_NAMES},
 }
+
+
+def _factory(name: str) -> Callable[..., nn.Module]:
+    module, function, args = _REGISTRY[name]
+    return functools.partial(getattr(importlib.import_module(module), function), *args)
 
 
 def list_models() -> list[str]:
@@ -63,7 +74,7 @@ def create_model(
         ValueError: `classes` does not have `num_classes` names.
     """
     try:
-        factory = _REGISTRY[name]
+        factory = _factory(name)
     except KeyError:
         raise UnknownModelError(
             f"unknown model {name!r}; registered models: {', '.join(list_models())}"

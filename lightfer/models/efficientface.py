@@ -34,7 +34,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 __all__ = [
@@ -42,11 +41,9 @@ __all__ = [
     "LinearHeadMixin",
     "LocalFeatureExtractor",
     "Modulator",
-    "ShuffleNetV2",
     "SingleSampleBatchNorm1d",
     "efficientface",
     "quadrant_split",
-    "shufflenet_v2_x1_0",
 ]
 
 logger = logging.getLogger(__name__)
@@ -383,31 +380,10 @@ class EfficientFace(LinearHeadMixin, nn.Module):
         return self.conv5(self.stage4(self.stage3(x)))
 
 
-class ShuffleNetV2(LinearHeadMixin, torchvision.models.ShuffleNetV2):
-    """torchvision's ShuffleNetV2 with the lightfer model surface.
-
-    The backbone EfficientFace extends, kept as torchvision implements it: the speed baseline
-    of `lightfer.bench` and an ablation without the local extractor and the modulator. Keys
-    are torchvision's, so its ImageNet weights load from a file (with a new 7-way head).
-    """
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Map images `(N, 3, H, W)` to `conv5` features."""
-        x = self.maxpool(self.conv1(x))
-        return self.conv5(self.stage4(self.stage3(self.stage2(x))))
-
-
 # Architectures: stage repeats (stages 2-4), then widths (stem, stages 2-4, conv5).
 _EFFICIENTFACE_CFG = ((4, 8, 4), (29, 116, 232, 464, 1024))
-_SHUFFLENET_V2_X1_0_CFG = ((4, 8, 4), (24, 116, 232, 464, 1024))
 
 
 def efficientface(num_classes: int = 7) -> EfficientFace:
     """EfficientFace as published (1,275,293 parameters with 7 classes)."""
     return EfficientFace(*_EFFICIENTFACE_CFG, num_classes=num_classes)
-
-
-def shufflenet_v2_x1_0(num_classes: int = 7) -> ShuffleNetV2:
-    """torchvision's ShuffleNetV2 x1.0 (1,260,779 parameters with 7 classes)."""
-    repeats, widths = _SHUFFLENET_V2_X1_0_CFG
-    return ShuffleNetV2(list(repeats), list(widths), num_classes=num_classes)

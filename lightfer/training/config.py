@@ -86,7 +86,7 @@ class TrainConfig(BaseModel):
         "auto", description="scale the loss against float16 underflow; auto: with float16 AMP"
     )
     channels_last: Literal["auto"] | bool = Field(
-        "auto", description="model and batches in channels-last memory; auto: on CUDA"
+        "auto", description="model and batches in channels-last memory; auto: on (CPU and CUDA)"
     )
     sync_batchnorm: Literal["auto"] | bool = Field(
         "auto", description="batch norm statistics over every rank; auto: DDP on CUDA"

@@ -9,6 +9,8 @@ plain `BatchNorm1d`. It shares no code with `lightfer.models`.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,12 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightfer.errors import LightferError, UnknownModelError
-from lightfer.models import create_model, list_models, recalibrate_batchnorm
+from lightfer.models import RESNET_NAMES, create_model, ldg, list_models, recalibrate_batchnorm
 from lightfer.models.efficientface import (
     LocalFeatureExtractor,
     SingleSampleBatchNorm1d,
     quadrant_split,
 )
+from tests.conftest import PROJECT_ROOT
 
 # ---------------------------------------------------------------- upstream re-creation
 
@@ -274,6 +277,21 @@ def test_upstream_modulator_fails_on_a_batch_of_one():
 
 def test_registry_lists_the_project_models():
     assert {"efficientface", "resnet50", "resnet18", "shufflenet_v2_x1_0"} <= set(list_models())
+    assert set(RESNET_NAMES) == set(ldg.RESNET_CONFIGS)
+
+
+def test_an_efficientface_stage_starts_without_importing_torchvision():
+    """torchvision costs each stage process about 1.5 s; only the ResNet stages need it."""
+    code = (
+        "import sys, stages.train_ef, stages.study\n"
+        "from lightfer.models import create_model\n"
+        "create_model('efficientface')\n"
+        "print('torchvision' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_unknown_model_lists_registered_names():

@@ -163,7 +163,7 @@ def test_fit_writes_checkpoints_metrics_and_a_summary(cache, tmp_path):
     }
     assert summary["selected_by"] == "val_accuracy" and summary["epochs_completed"] == 2
     assert summary["device"] == (
-        "cpu, amp off, grad-scaler off, channels-last off, sync-batchnorm off, pin-memory off, "
+        "cpu, amp off, grad-scaler off, channels-last on, sync-batchnorm off, pin-memory off, "
         "augment-on-device off"
     )
     with open(tmp_path / HISTORY_FILE) as handle:
