@@ -15,6 +15,7 @@ playing the astronaut).
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import threading
 import time
@@ -201,6 +202,17 @@ def browser(photos, tmp_path_factory) -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
+# Drops a file, given as base64 and a name, on the page as a drag from the desktop would.
+DROP = """
+const [data, name] = arguments;
+const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], name));
+const drop = new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true });
+document.getElementById("drop").dispatchEvent(drop);
+"""
+
+
 def _faces(driver: webdriver.Chrome) -> list[dict[str, object]]:
     """The face cards on the page: label, and each bar's class name and percentage."""
     cards = []
@@ -228,7 +240,8 @@ def _box_in_photo_pixels(driver: webdriver.Chrome, photo_side: int) -> list[floa
 def test_the_page_boxes_the_face_shows_its_distribution_and_says_what_went_wrong(
     server, browser, photos
 ):
-    """A photo chosen with the file input, a text file, then a webcam capture.
+    """A photo chosen with the file input, a text file, a photo without a face and one over
+    the limit dropped on the page, then a webcam capture.
 
     Screenshots: test-artifacts/serve-astronaut.png, serve-error.png and serve-webcam.png.
     """
@@ -258,6 +271,14 @@ def test_the_page_boxes_the_face_shows_its_distribution_and_says_what_went_wrong
     assert not browser.find_element(By.ID, "result").is_displayed()
     assert browser.save_screenshot(str(ARTIFACTS / "serve-error.png"))
 
+    grey = base64.b64encode(photos["grey.png"].read_bytes()).decode()
+    browser.execute_script(DROP, grey, "grey.png")
+    wait.until(lambda d: error.text.startswith("grey.png: no face found"))
+    assert browser.find_element(By.ID, "image").is_displayed()  # the photo, without a box
+    assert not browser.find_elements(By.CSS_SELECTOR, "#frame .box")
+    browser.execute_script(DROP, base64.b64encode(bytes(2 * LIMIT)).decode(), "big.jpg")
+    wait.until(lambda d: error.text.startswith("big.jpg (2.0 MB) is larger than the limit"))
+
     browser.find_element(By.ID, "camera").click()
     wait.until(lambda d: d.execute_script("return document.getElementById('video').videoWidth"))
     browser.find_element(By.ID, "capture").click()
@@ -276,19 +297,37 @@ def test_cli_serve_builds_the_predictor_and_runs_uvicorn(checkpoint, monkeypatch
     assert result.exit_code == 0, result.output
     assert result.stdout == f"serving {checkpoint} on http://127.0.0.1:8123/ (Ctrl+C stops)\n"
     assert (served["host"], served["port"]) == ("127.0.0.1", 8123)
-    responses = asyncio.run(_get(served["app"], "/api/health", "/", "/static/app.js"))
-    health, page, script = responses
+    health, page, script = (
+        _asgi(served["app"], "GET", p) for p in ("/api/health", "/", "/static/app.js")
+    )
+    assert [r.status_code for r in (health, page, script)] == [200] * 3
     assert (health.json()["model"], health.json()["max_upload_bytes"]) == ("ef.pt", 3_000_000)
     assert '<script src="/static/app.js"' in page.text and "/api/predict" in script.text
 
 
-async def _get(app: object, *paths: str) -> list[httpx.Response]:
-    """GET each path from an ASGI app in this process; each must answer 200."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        responses = [await client.get(path) for path in paths]
-    assert [r.status_code for r in responses] == [200] * len(paths)
-    return responses
+def _asgi(app: object, method: str, path: str, **kwargs: object) -> httpx.Response:
+    """One request to an ASGI app in this process, without a server."""
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(call())
+
+
+def test_a_model_failing_on_a_face_is_a_500_with_the_reason(predictor, photos):
+    broken = Predictor(
+        lambda batch: np.full((len(batch), len(CLASSES)), np.nan, np.float32),
+        image_size=SIZE,
+        mean=predictor.mean,
+        std=predictor.std,
+        detector=predictor.detector,
+    )
+    files = {"file": ("astronaut.jpg", photos["astronaut.jpg"].read_bytes())}
+    response = _asgi(create_app(broken), "POST", "/api/predict", files=files)
+    assert response.status_code == 500
+    assert "non-finite outputs" in response.json()["detail"]
 
 
 def test_cli_serve_refuses_a_missing_model_and_says_what_it_serves(tmp_path):

@@ -10,7 +10,8 @@ returns `{"file": name, "rows": [...]}`, the rows `lightfer predict` writes for 
 Refusals are JSON `{"detail": message}`: 413 above the upload limit (refused by its
 Content-Length before it is read, or while it streams in), 415 when the bytes are not an
 image PIL can decode (whatever their name or declared type says), 422 when no face is
-found (or the form has no `file`). The server goes on serving after each.
+found (or the form has no `file`); 500 when the model fails on a face (a `LightferError`,
+e.g. non-finite outputs). The server goes on serving after each.
 
 The predictor is built once by the caller. Inference runs in Starlette's threadpool, off
 the event loop, one request at a time: MTCNN and torch's thread count are shared state.
@@ -24,13 +25,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, UploadFile
+from fastapi import FastAPI, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lightfer.errors import LightferError
 from lightfer.labels import CLASSES
 from lightfer.predict import NO_FACE, FaceRow, Predictor
 
@@ -105,6 +107,11 @@ def create_app(
     too_large = _too_large(max_upload_bytes)
     app.add_middleware(_BodyLimit, limit=max_upload_bytes + _MULTIPART_OVERHEAD, message=too_large)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(LightferError)
+    async def model_failed(request: Request, exc: LightferError) -> JSONResponse:
+        """The model failed on a face (non-finite outputs): 500, saying why."""
+        return JSONResponse({"detail": str(exc)}, status_code=500)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

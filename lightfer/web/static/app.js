@@ -52,7 +52,8 @@ async function predict(blob, name) {
   $("error").hidden = true;
   if (maxUpload !== null && blob.size > maxUpload) {
     $("result").hidden = true;
-    showError(`${name} is ${megabytes(blob.size)}, over the limit of ${megabytes(maxUpload)}.`);
+    showError(`${name} (${megabytes(blob.size)}) is larger than the limit of ` +
+      `${megabytes(maxUpload)}; lightfer serve --max-upload-mb raises it.`);
     return;
   }
   setStatus(`Looking for faces in ${name}...`);
