@@ -110,7 +110,8 @@ def create_app(
 
     @app.exception_handler(LightferError)
     async def model_failed(request: Request, exc: LightferError) -> JSONResponse:
-        """The model failed on a face (non-finite outputs): 500, saying why."""
+        """Inference failed for a reason the user can act on (e.g. the model's outputs are
+        non-finite: a broken model file): 500, saying why."""
         return JSONResponse({"detail": str(exc)}, status_code=500)
 
     @app.get("/", include_in_schema=False)
