@@ -15,8 +15,8 @@ from lightfer.faces.cache import load_face_cache
 from lightfer.io import write_json
 from lightfer.manifest import read_manifest
 from lightfer.params import Params
+from lightfer.seeds import derive_seed
 from lightfer.stage import DATASET, stage_main
-from lightfer.training.data import derive_seed
 
 logger = logging.getLogger("lightfer.stages.aux_labels")
 

@@ -20,7 +20,7 @@ from lightfer.errors import AuxLabelError
 from lightfer.faces.cache import OK as FACE_OK
 from lightfer.manifest import Manifest
 from lightfer.params import AuxParams
-from lightfer.training.data import derive_seed
+from lightfer.seeds import derive_seed
 
 __all__ = ["aligned_landmarks", "annotate", "noise_seed", "oracle_vectors", "usable_faces"]
 

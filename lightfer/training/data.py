@@ -23,15 +23,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from lightfer.errors import DatasetError
-from lightfer.faces.cache import OK
+from lightfer.seeds import derive_seed
 from lightfer.training.config import AugmentConfig
 from lightfer.training.device_augment import crop_resize_flip
 
@@ -42,20 +39,10 @@ __all__ = [
     "EpochBatchSampler",
     "FaceDataset",
     "RawBatch",
-    "channel_stats",
-    "derive_seed",
-    "holdout_validation",
     "make_loader",
-    "usable_rows",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed that depends only on `keys` (e.g. `(seed, epoch, batch)`)."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
-    return int(state[0]) << 31 ^ int(state[1])
 
 
 class Batch(NamedTuple):
@@ -155,119 +142,6 @@ class BatchRequest(NamedTuple):
     positions: np.ndarray
     seed: int
     part: tuple[int, int] | None = None
-
-
-def usable_rows(table: pa.Table, split: str) -> np.ndarray:
-    """Rows of the face cache in `split` whose crop is usable (status "ok"), ascending.
-
-    Raises:
-        DatasetError: the split has no usable row.
-    """
-    mask = pc.and_(pc.equal(table.column("split"), split), pc.equal(table.column("status"), OK))
-    rows = table.column("row").filter(mask).to_numpy().astype(np.int64)
-    if len(rows) == 0:
-        found = sorted(set(table.column("split").to_pylist()))
-        raise DatasetError(
-            f"the face cache has no usable {split!r} rows (splits present: {found}); check "
-            f"the manifest's split column and the align stage's summary"
-        )
-    return np.sort(rows)
-
-
-def holdout_validation(
-    rows: np.ndarray,
-    labels: np.ndarray,
-    *,
-    fraction: float,
-    seed: int,
-    groups: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows into a training and a validation part, reproducibly.
-
-    Without groups the split is stratified: each class gives `round(fraction * n_class)`
-    rows, at least one where the class has two or more. With groups (e.g. the manifest's
-    `subject` column) whole groups go to validation, in a seeded order, until it holds
-    about `fraction` of the rows, so no identity appears on both sides.
-
-    Args:
-        rows: candidate rows of the face cache.
-        labels: hard label of each of `rows`.
-        fraction: share of rows to hold out, in (0, 1).
-        seed: seed of the draw.
-        groups: group (identity) of each of `rows`, or None.
-
-    Returns:
-        `(train_rows, val_rows)`, each ascending.
-
-    Raises:
-        ValueError: `fraction` is outside (0, 1), the arrays differ in length, or a
-            grouped split would leave either side empty (too few groups).
-    """
-    rows, labels = np.asarray(rows), np.asarray(labels)
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction {fraction} must lie strictly between 0 and 1")
-    if len(labels) != len(rows) or (groups is not None and len(groups) != len(rows)):
-        raise ValueError("rows, labels and groups must have one entry per row")
-    rng = np.random.default_rng(derive_seed(seed, 0x7A1))
-    held = np.zeros(len(rows), dtype=bool)
-    if groups is None:
-        for label in np.unique(labels):
-            members = rng.permutation(np.flatnonzero(labels == label))
-            # At least one image of every class that has two (a split without a class
-            # cannot select on it), never a class's only image.
-            count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
-            held[members[:count]] = True
-    else:
-        names, inverse = np.unique(np.asarray(groups), return_inverse=True)
-        counts = np.bincount(inverse, minlength=len(names))
-        target, taken = fraction * len(rows), 0
-        for group in rng.permutation(len(names)):
-            if taken >= target:
-                break
-            held[inverse == group] = True
-            taken += counts[group]
-        if held.all() or not held.any():
-            raise ValueError(
-                f"{len(names)} groups cannot be split {fraction:.0%} / {1 - fraction:.0%} "
-                f"with both sides non-empty; use more subjects or no groups"
-            )
-    return np.sort(rows[~held]), np.sort(rows[held])
-
-
-def channel_stats(
-    crops: np.ndarray,
-    rows: np.ndarray,
-    *,
-    max_images: int | None = 20_000,
-    seed: int = 0,
-    chunk: int = 1024,
-) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Per-channel mean and standard deviation of RGB crops scaled to [0, 1].
-
-    Args:
-        crops: the cache, `(N, S, S, 3)` uint8.
-        rows: the rows to measure (the training split).
-        max_images: measure a seeded random subset of at most this many rows (None: all).
-        seed: seed of the subset.
-        chunk: rows read at a time.
-
-    Returns:
-        `(mean, std)`, three floats each, in the form checkpoints record.
-    """
-    rows = np.sort(np.asarray(rows))
-    if max_images is not None and len(rows) > max_images:
-        rng = np.random.default_rng(derive_seed(seed, 0x57A7))
-        rows = np.sort(rng.choice(rows, size=max_images, replace=False))
-    total = np.zeros(3)
-    squares = np.zeros(3)
-    for start in range(0, len(rows), chunk):
-        pixels = np.asarray(crops[rows[start : start + chunk]], dtype=np.float64) / 255.0
-        total += pixels.sum((0, 1, 2))
-        squares += np.square(pixels).sum((0, 1, 2))
-    count = len(rows) * crops.shape[1] * crops.shape[2]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 class _Part(NamedTuple):

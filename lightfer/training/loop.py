@@ -45,8 +45,9 @@ from lightfer.errors import CheckpointError
 from lightfer.io import atomic_path
 from lightfer.losses import Regime
 from lightfer.models.checkpoint import save_checkpoint
+from lightfer.seeds import derive_seed
 from lightfer.training.config import TrainConfig
-from lightfer.training.data import Batch, derive_seed
+from lightfer.training.data import Batch
 from lightfer.training.device_options import (
     FULL_PRECISION,
     DeviceOptions,

@@ -12,8 +12,9 @@ from lightfer.faces.cache import load_face_cache
 from lightfer.labels import CLASSES
 from lightfer.losses import build_regime
 from lightfer.models import create_model
+from lightfer.splits import usable_rows
 from lightfer.training.config import TrainConfig
-from lightfer.training.data import FaceDataset, make_loader, usable_rows
+from lightfer.training.data import FaceDataset, make_loader
 from lightfer.training.distributed import Distributed
 from lightfer.training.loop import ModelInfo, fit
 from tests.training.cache import write_face_cache

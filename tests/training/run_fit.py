@@ -17,14 +17,9 @@ from lightfer.faces.cache import load_face_cache
 from lightfer.labels import CLASSES
 from lightfer.losses import build_regime
 from lightfer.models import create_model
+from lightfer.splits import channel_stats, holdout_validation, usable_rows
 from lightfer.training.config import AugmentConfig, TrainConfig
-from lightfer.training.data import (
-    FaceDataset,
-    channel_stats,
-    holdout_validation,
-    make_loader,
-    usable_rows,
-)
+from lightfer.training.data import FaceDataset, make_loader
 from lightfer.training.loop import ModelInfo, fit
 
 CONFIG = TrainConfig(

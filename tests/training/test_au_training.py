@@ -10,8 +10,9 @@ from torch import nn
 from lightfer.faces.cache import load_face_cache
 from lightfer.labels import CLASSES
 from lightfer.losses import AUNeighbourKL, ldl_au_regime
+from lightfer.splits import usable_rows
 from lightfer.training.config import AugmentConfig, TrainConfig
-from lightfer.training.data import BatchRequest, FaceDataset, make_loader, usable_rows
+from lightfer.training.data import BatchRequest, FaceDataset, make_loader
 from lightfer.training.loop import STATE_FILE, ModelInfo, fit, load_training_state
 from lightfer.training.neighbours import NeighbourImages
 from tests.training.cache import random_soft_labels_and_graph, write_face_cache

@@ -18,8 +18,9 @@ from lightfer.labels import CLASSES
 from lightfer.losses import AUNeighbourKL, build_regime, ldl_au_regime
 from lightfer.models import create_model
 from lightfer.models.checkpoint import load_checkpoint
+from lightfer.splits import usable_rows
 from lightfer.training.config import AugmentConfig, TrainConfig
-from lightfer.training.data import FaceDataset, make_loader, usable_rows
+from lightfer.training.data import FaceDataset, make_loader
 from lightfer.training.device_options import (
     DeviceOptionError,
     DeviceOptions,

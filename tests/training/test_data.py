@@ -11,16 +11,9 @@ import torch
 
 from lightfer.errors import DatasetError
 from lightfer.faces.cache import load_face_cache
+from lightfer.splits import channel_stats, holdout_validation, usable_rows
 from lightfer.training.config import AugmentConfig
-from lightfer.training.data import (
-    BatchRequest,
-    EpochBatchSampler,
-    FaceDataset,
-    channel_stats,
-    holdout_validation,
-    make_loader,
-    usable_rows,
-)
+from lightfer.training.data import BatchRequest, EpochBatchSampler, FaceDataset, make_loader
 from tests.training.cache import write_face_cache
 
 MEAN, STD = (0.3, 0.3, 0.3), (0.2, 0.2, 0.2)

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from lightfer.faces.cache import load_face_cache
+from lightfer.splits import usable_rows
 from lightfer.training.config import AugmentConfig
-from lightfer.training.data import BatchRequest, FaceDataset, RawBatch, usable_rows
+from lightfer.training.data import BatchRequest, FaceDataset, RawBatch
 from lightfer.training.device_augment import crop_resize_flip, resize_weights
 from tests.training.cache import write_face_cache
 

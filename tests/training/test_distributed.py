@@ -13,8 +13,9 @@ from torch import nn
 from lightfer.faces.cache import load_face_cache
 from lightfer.labels import CLASSES
 from lightfer.losses import AUNeighbourKL, build_regime, ldl_au_regime
+from lightfer.splits import usable_rows
 from lightfer.training.config import AugmentConfig, TrainConfig
-from lightfer.training.data import FaceDataset, make_loader, usable_rows
+from lightfer.training.data import FaceDataset, make_loader
 from lightfer.training.distributed import Distributed
 from lightfer.training.loop import BEST_FILE, HISTORY_FILE, STATE_FILE, ModelInfo, fit
 from tests.training.cache import random_soft_labels_and_graph, write_face_cache

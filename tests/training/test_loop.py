@@ -18,8 +18,9 @@ from lightfer.labels import CLASSES
 from lightfer.losses import build_regime
 from lightfer.models import create_model
 from lightfer.models.checkpoint import load_checkpoint
+from lightfer.splits import usable_rows
 from lightfer.training.config import TrainConfig
-from lightfer.training.data import FaceDataset, make_loader, usable_rows
+from lightfer.training.data import FaceDataset, make_loader
 from lightfer.training.loop import (
     BEST_FILE,
     HISTORY_FILE,

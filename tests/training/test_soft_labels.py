@@ -9,8 +9,9 @@ import torch
 from lightfer.errors import StageOutputError
 from lightfer.faces.cache import load_face_cache
 from lightfer.models import create_model
+from lightfer.splits import usable_rows
 from lightfer.training.config import AugmentConfig
-from lightfer.training.data import FaceDataset, make_loader, usable_rows
+from lightfer.training.data import FaceDataset, make_loader
 from lightfer.training.loop import evaluate
 from lightfer.training.soft_labels import (
     OnlineSoftLabels,
