@@ -394,7 +394,7 @@ class StudyParams(_Section):
         (), description="synthetic datasets the study runs on (none: no study)"
     )
     noise: tuple[Annotated[float, Field(ge=0.0, le=10.0)], ...] = Field(
-        (0.0, 0.5, 1.5), min_length=1, description="oracle noise levels (std, 0-5 AU scale)"
+        (0.0, 1.5), min_length=1, description="oracle noise levels (std, 0-5 AU scale)"
     )
     seeds: tuple[Annotated[int, Field(ge=0)], ...] = Field(
         (0,),
