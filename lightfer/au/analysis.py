@@ -22,14 +22,24 @@ from lightfer.errors import AuxLabelError
 from lightfer.io import atomic_path
 from lightfer.labels import AU_NAMES, CLASSES
 
-__all__ = ["neighbour_agreement", "prototype_correlation", "write_au_heatmap", "write_tsne_map"]
+__all__ = [
+    "kl_divergence",
+    "neighbour_agreement",
+    "prototype_correlation",
+    "write_au_heatmap",
+    "write_tsne_map",
+]
 
 _EPS = 1e-12
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """KL(p || q) along the last axis, with 0 log 0 = 0 and q floored at 1e-12."""
-    return np.sum(np.where(p > 0, p * (np.log(np.maximum(p, _EPS)) - np.log(q + _EPS)), 0.0), -1)
+def kl_divergence(p: np.ndarray, q: np.ndarray, *, floor: float = _EPS) -> np.ndarray:
+    """KL(p || q) in nats along the last axis, with 0 log 0 = 0.
+
+    `q` enters as `log(q + floor)`, so a zero where `p` is positive (a one-hot target, a
+    neighbour that rules a class out) costs a large but finite `-log(floor)`, not `inf`.
+    """
+    return np.sum(np.where(p > 0, p * (np.log(np.maximum(p, _EPS)) - np.log(q + floor)), 0.0), -1)
 
 
 def neighbour_agreement(
@@ -66,8 +76,8 @@ def neighbour_agreement(
         rng = np.random.default_rng(seed)
         random = rng.choice(rows, size=neighbours.shape)
         mine = true_dist[rows][:, None, :]
-        result["neighbour_kl"] = float(np.mean(_kl(true_dist[neighbours], mine)))
-        result["random_pair_kl"] = float(np.mean(_kl(true_dist[random], mine)))
+        result["neighbour_kl"] = float(np.mean(kl_divergence(true_dist[neighbours], mine)))
+        result["random_pair_kl"] = float(np.mean(kl_divergence(true_dist[random], mine)))
     return result
 
 
