@@ -199,6 +199,34 @@ def summary_path(root: Path) -> Path:
     return root / "results" / "summary.json"
 
 
+# The powered AU study (`studies/au/`, whose root holds its own data, models and reports).
+
+
+def arm_run_name(arm: str, seed: int) -> str:
+    """An AU-study training run: `<arm>-seed<k>`."""
+    return f"{arm}-seed{seed}"
+
+
+def arm_models_dir(root: Path, dataset: str, arm: str) -> Path:
+    """`models/<dataset>/arms/<arm>/`: one checkpoint per seed."""
+    return models_dir(root, dataset) / "arms" / arm
+
+
+def arm_predictions_path(root: Path, dataset: str, arm: str) -> Path:
+    """Every seed's test-set distributions of one arm, keyed by seed and `sample_id`."""
+    return dataset_dir(root, dataset) / "arms" / f"{arm}.parquet"
+
+
+def arm_report_path(root: Path, dataset: str, arm: str) -> Path:
+    """One arm's training summaries and test metrics, per seed."""
+    return reports_dir(root, dataset) / "arms" / f"{arm}.json"
+
+
+def au_study_figure_path(root: Path, dataset: str) -> Path:
+    """The study's figure: each AU arm's gain over LDL with its interval, against noise."""
+    return reports_dir(root, dataset) / "au_study_gain.png"
+
+
 # Resumable state.
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "build_regime",
     "ldl_au_regime",
     "soft_cross_entropy",
+    "with_au_term",
 ]
 
 logger = logging.getLogger(__name__)
@@ -311,9 +312,14 @@ REGIMES: dict[str, Callable[[], Regime]] = {
 }
 
 
+def with_au_term(base: Regime, weight: float, term: AUNeighbourKL) -> Regime:
+    """`<base>_au`: `base`'s terms plus `weight` (lambda) times the AU-neighbour `term`."""
+    return Regime(f"{base.name}_au", [*base.terms, (weight, term)])
+
+
 def ldl_au_regime(weight: float, term: AUNeighbourKL) -> Regime:
     """`ldl_au`: the LDG soft-label cross-entropy plus `weight` (lambda) times `term`."""
-    return Regime("ldl_au", [(1.0, SoftLabelCrossEntropy()), (weight, term)])
+    return with_au_term(REGIMES["ldl"](), weight, term)
 
 
 def build_regime(name: str) -> Regime:

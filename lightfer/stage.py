@@ -23,6 +23,7 @@ from lightfer.errors import LightferError, ParamsError
 from lightfer.params import Params, load_params
 
 __all__ = [
+    "ARM",
     "DATASET",
     "NOISE",
     "REGIME",
@@ -53,6 +54,7 @@ REGIME = Option("regime", str, lambda params: list(params.train.regimes))
 SEED = Option("seed", int, lambda params: list(params.train.seeds))
 STUDY_SEED = Option("seed", int, lambda params: list(params.study.seeds))
 NOISE = Option("noise", float, lambda params: list(params.study.noise))
+ARM = Option("arm", str, lambda params: list(params.au_study.arms) if params.au_study else [])
 
 
 def configure_process(params: Params) -> None:

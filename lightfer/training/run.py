@@ -56,6 +56,7 @@ __all__ = [
     "label_with_ldg",
     "load_trained",
     "params_values",
+    "predict_distributions",
     "train_efficientface",
     "train_ldg",
     "train_model",
@@ -342,9 +343,15 @@ def _au_regime(
     return ldl_au_regime(params.au_loss.weight, term)
 
 
-def _predict(
-    model: torch.nn.Module, splits: Splits, rows: np.ndarray, image_size: int, temperature: float
+def predict_distributions(
+    model: torch.nn.Module,
+    splits: Splits,
+    rows: np.ndarray,
+    image_size: int,
+    temperature: float = 1.0,
 ) -> np.ndarray:
+    """`model`'s softmax at `temperature` for `rows`, in an `(N, C)` array by cache row
+    (the other rows are not written)."""
     on_gpu = device().type == "cuda"  # uint8 batches, normalised on the GPU: the same values
     rows_set = dataset_of(splits, rows, image_size, on_device=on_gpu)
     loader = make_loader(rows_set, batch_size=256, train=False, pin_memory=on_gpu)
@@ -381,7 +388,7 @@ def _cross_fit(params: Params, root: Path, dataset: str, splits: Splits) -> np.n
         )
         logger.info("fold %d of %d: LDG val accuracy %s", fold + 1, folds, summary["val_accuracy"])
         model, _ = load_trained(run_dir / f"fold{fold}" / "best.pt")
-        predicted = _predict(
+        predicted = predict_distributions(
             model, splits, np.sort(held), params.align.crop_size, params.soft_labels.temperature
         )
         soft[held] = predicted[held]
@@ -402,11 +409,11 @@ def label_with_ldg(params: Params, root: Path, *, dataset: str, splits: Splits) 
     image_size = checkpoint.image_size or params.align.crop_size
     temperature = params.soft_labels.temperature
     if params.soft_labels.folds > 1:
-        soft = _predict(model, splits, held_out, image_size, temperature)
+        soft = predict_distributions(model, splits, held_out, image_size, temperature)
         soft[splits.train] = _cross_fit(params, root, dataset, splits)[splits.train]
     else:
         every = np.concatenate([splits.train, held_out])
-        soft = _predict(model, splits, every, image_size, temperature)
+        soft = predict_distributions(model, splits, every, image_size, temperature)
     rows = np.sort(np.concatenate([splits.train, held_out]))
     write_soft_labels(
         catalog.soft_labels_path(root, dataset), soft, splits.sample_ids, rows=rows, ldg=ldg
