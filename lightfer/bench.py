@@ -37,6 +37,7 @@ How memory is measured, two ways, both for one batch-1 inference:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -64,23 +65,26 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightfer.export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    CalibrationBatches,
-    export_onnx,
-    inference_session,
-    quantize_int8,
+from lightfer.bench_runtimes import (
+    deployment_runtimes,
+    export_runtimes,
+    measure_agreement,
+    runtime_forward,
 )
+from lightfer.bench_targets import AGREEMENT_BOUND, TARGETS, evaluate_targets, group_key, ratio
+from lightfer.export import INPUT_NAME, inference_session
+from lightfer.face_batches import cache_split, normalised_batches
 from lightfer.labels import NUM_CLASSES
 from lightfer.models import create_model, recalibrate_batchnorm
+from lightfer.models.efficientface import EfficientFace
+from lightfer.models.official_forward import official_style_forward
 from lightfer.tables import markdown_table
 from lightfer.training.config import TrainConfig
 from lightfer.training.device_options import DeviceOptions, resolve_device_options
 from lightfer.training.loop import build_optimizer
 
 __all__ = [
-    "RUNTIMES",
+    "OFFICIAL_EAGER",
     "TARGETS",
     "count_flops",
     "count_parameters",
@@ -96,59 +100,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("eager", "onnx_fp32", "onnx_int8")
-_FP32_RUNTIMES = ("eager", "onnx_fp32")
+OFFICIAL_EAGER = "eager_official"  # EfficientFace computed as the official code does
 _GEMM_SIZE = 1024
 _MB = 1024 * 1024
-
-# The issue's speed and memory targets: (description, numerator, denominator, bound, kind).
-# "model/runtime/b<batch>" names a CPU throughput (runtime "deployment": the faster of ONNX
-# fp32 and int8); "memory:<model>/<measure>" a memory figure (measure "tensors", or a runtime
-# for RSS growth). kind ">=" means ratio >= bound, "<=" ratio <= bound.
-TARGETS: dict[str, tuple[str, str, str, float, str]] = {
-    "ef_vs_resnet50_eager": (
-        "EfficientFace eager >= 4x ResNet-50 eager (batch 1)",
-        "efficientface/eager/b1",
-        "resnet50/eager/b1",
-        4.0,
-        ">=",
-    ),
-    "ef_vs_shufflenet_eager": (
-        "EfficientFace eager >= 0.8x ShuffleNetV2 x1.0 eager (batch 1)",
-        "efficientface/eager/b1",
-        "shufflenet_v2_x1_0/eager/b1",
-        0.8,
-        ">=",
-    ),
-    "ef_deployment_vs_eager": (
-        "EfficientFace deployment (best of ONNX fp32/int8) >= 3.5x its eager (batch 1)",
-        "efficientface/deployment/b1",
-        "efficientface/eager/b1",
-        3.5,
-        ">=",
-    ),
-    "ef_vs_resnet50_memory_tensors": (
-        "EfficientFace weights + peak activations <= 1/3 of ResNet-50's",
-        "memory:efficientface/tensors",
-        "memory:resnet50/tensors",
-        1 / 3,
-        "<=",
-    ),
-    "ef_vs_resnet50_memory_rss_eager": (
-        "EfficientFace eager peak RSS growth <= 1/3 of ResNet-50's",
-        "memory:efficientface/eager",
-        "memory:resnet50/eager",
-        1 / 3,
-        "<=",
-    ),
-    "ef_vs_resnet50_memory_rss_onnx": (
-        "EfficientFace ONNX Runtime fp32 peak RSS growth <= 1/3 of ResNet-50's",
-        "memory:efficientface/onnx_fp32",
-        "memory:resnet50/onnx_fp32",
-        1 / 3,
-        "<=",
-    ),
-}
+# Training crops that calibrate the benchmark's int8 files: ranges settle within a few dozen
+# faces, and calibrating at 224 px costs about 0.1 s a face.
+_CALIBRATION_FACES = 32
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -379,17 +336,12 @@ def _synthetic_batches(
     return [torch.randn(shape, generator=generator) for _ in range(count)]
 
 
-def _eager_call(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+def _eager_call(model: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], object]:
     def call() -> object:
         with torch.inference_mode():
             return model(x)
 
     return call
-
-
-def _onnx_call(path: Path, x: np.ndarray, num_threads: int) -> Callable[[], object]:
-    session = inference_session(path, num_threads=num_threads)
-    return lambda: session.run([OUTPUT_NAME], {INPUT_NAME: x})
 
 
 def _gemm_call() -> Callable[[], object]:
@@ -542,7 +494,7 @@ def measure_device_speed(
                 "amp": amp_dtype if amp else "off",
                 "batches_per_s": {name: statistics.median(b) for name, b in blocks.items()},
                 "blocks": blocks,
-                "ratios": {other: _ratio(blocks[first], blocks[other]) for other in others},
+                "ratios": {other: ratio(blocks[first], blocks[other]) for other in others},
             }
         )
     return {
@@ -585,139 +537,122 @@ def format_device_speed(speed: Mapping[str, Any]) -> str:
     return f"{intro}\n\n{markdown_table(header, rows)}\n"
 
 
-def _blocks(results: Mapping[str, Any], key: str) -> list[float] | None:
-    """Per-round values of a CPU throughput ("model/runtime/b1"), or a memory figure
-    ("memory:model/measure") as a one-element list; None if it was not measured."""
-    if key.startswith("memory:"):
-        model, measure = key.removeprefix("memory:").split("/")
-        entry = results["memory"].get(model, {}).get(measure)
-        return None if entry is None else [entry["mb"]]
-    model, runtime, batch = key.split("/")
-    per_runtime = results["cpu"].get(model, {})
-    candidates = ("onnx_fp32", "onnx_int8") if runtime == "deployment" else (runtime,)
-    entries = [per_runtime[r][batch] for r in candidates if batch in per_runtime.get(r, {})]
-    if not entries:
-        return None
-    return max(entries, key=lambda entry: entry["images_per_s"])["blocks"]
-
-
-def evaluate_targets(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Evaluate `TARGETS` on `run_benchmark` results; targets whose inputs are absent are skipped.
-
-    `value` is the ratio of the two same-run medians. For speed targets, whose variants ran
-    in the same rounds, `per_round` also gives the median, min and max of the per-round
-    ratios: their spread shows how much the machine's drift can move the value.
-
-    Returns:
-        target key -> `{"description", "value", "bound", "met", "per_round"}`.
-    """
-    evaluated = {}
-    for key, (description, numerator, denominator, bound, kind) in TARGETS.items():
-        num, den = _blocks(results, numerator), _blocks(results, denominator)
-        if num is None or den is None:
-            continue
-        ratio = _ratio(num, den)
-        evaluated[key] = {
-            "description": description,
-            "bound": bound,
-            "met": ratio["value"] >= bound if kind == ">=" else ratio["value"] <= bound,
-            **ratio,
-        }
-    return evaluated
-
-
-def _ratio(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, Any]:
-    """The ratio of two same-run medians (`value`) and the spread of the per-round ratios
-    (`per_round`: median, min, max); the rounds pair up when both ran in the same rounds."""
-    ratios = [n / d for n, d in zip(numerator, denominator, strict=True)]
-    return {
-        "value": statistics.median(numerator) / statistics.median(denominator),
-        "per_round": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
-    }
-
-
 def run_benchmark(
     *,
     workdir: Path,
     models: Sequence[str] = ("efficientface", "resnet50", "shufflenet_v2_x1_0"),
+    deployment_models: Sequence[str] = ("efficientface",),
     image_size: int = 224,
-    batch_sizes: Sequence[int] = (1, 16),
-    repeats: int = 7,
-    block_seconds: float = 1.0,
+    batch_sizes: Sequence[int] = (1,),
+    repeats: int = 5,
+    block_seconds: float = 0.5,
     onnx: bool = True,
     int8: bool = True,
+    openvino: bool = True,
     memory: bool = True,
     gpu: bool = True,
-    num_threads: int = 1,
-    calibration: CalibrationBatches | None = None,
+    threads: Sequence[int] = (1, 2),
+    checkpoint: Path | None = None,
+    faces: Path | None = None,
+    agreement_limit: int = 256,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Measure parameters, FLOPs, CPU and GPU speed and inference memory of registered models.
+    """Measure parameters, FLOPs, CPU and GPU speed, inference memory and the deployment
+    runtimes' agreement with PyTorch.
 
-    Models get random weights with batch norm recalibrated on synthetic images (speed does
-    not depend on the weights, but collapsed activations would make the ONNX check and the
-    int8 calibration vacuous). The ONNX and int8 files are written to `workdir`.
+    Without `checkpoint`, models get random weights with batch norm recalibrated on
+    synthetic images (speed does not depend on the weights, but collapsed activations
+    would make the export checks and the int8 calibration vacuous), and int8 files are
+    calibrated on synthetic images. With `checkpoint` (a trained model, e.g. EfficientFace)
+    and `faces` (its dataset's face cache), the model of the checkpoint's architecture is
+    the trained one, int8 files are calibrated on training faces, and each deployment
+    runtime's agreement with it is measured on the test faces at the checkpoint's own input
+    size (files exported at that size by the same recipes). The files are written to
+    `workdir`.
 
     Args:
         workdir: an existing directory for the exported models.
         models: registry names; include "efficientface", "resnet50" and
-            "shufflenet_v2_x1_0" to evaluate `TARGETS`.
-        image_size: square input side.
+            "shufflenet_v2_x1_0" to evaluate every target (`lightfer.bench_targets`).
+        deployment_models: models also timed on the int8 and OpenVINO runtimes; the others
+            on eager PyTorch and ONNX Runtime fp32 only.
+        image_size: square input side of the timed models.
         batch_sizes: CPU batch sizes; GPU throughput uses the largest.
         repeats: interleaved rounds (the median over them is reported).
         block_seconds: duration of one timed block.
         onnx: also measure ONNX Runtime fp32.
-        int8: also measure the int8 model (needs `onnx`).
+        int8: also measure the int8 files (ONNX Runtime's needs `onnx`).
+        openvino: also measure OpenVINO fp32, bf16 (where the CPU has it) and int8.
         memory: measure inference memory in subprocesses (a few seconds each).
         gpu: measure GPU batches/s when CUDA is available (otherwise a note says why not).
-        num_threads: intra-op threads for PyTorch and ONNX Runtime. 1 by default: on a
-            shared machine multi-threaded timings are erratic; pass the core count for
-            whole-machine figures.
-        calibration: int8 calibration batches (see `lightfer.export.quantize_int8`), used
-            for every model: a callable, or a re-iterable such as a list. Defaults to
-            synthetic images, fine for speed but not for accuracy.
+        threads: intra-op thread counts of PyTorch and the runtimes; each is one timing
+            group (all variants interleaved); memory is measured at the first.
+        checkpoint: a trained model file (`load_for_inference`), or None.
+        faces: the face cache of the checkpoint's dataset (needed with `checkpoint`).
+        agreement_limit: most test faces the agreement is measured on.
         seed: seeds weights, inputs and the block order.
 
     Returns:
         A JSON-able dict with keys `environment`, `settings`, `models` (params, FLOPs,
-        sizes), `cpu` (`[model][runtime]["b<batch>"]` -> images/s median and blocks),
-        `gemm` (`["gflops"]["b<batch>"]`, attainable fp32 rate per timing group),
-        `flop_bound` (`[model]["bound_images_per_s"]` and `[model]["fraction"]`), `gpu`,
-        `memory` and `targets` (see `evaluate_targets`).
+        sizes), `cpu` (`[model][runtime]["b<batch>-t<threads>"]` -> images/s median and
+        blocks), `gemm` (`["gflops"]["b<batch>-t<threads>"]`, attainable fp32 rate per
+        timing group), `flop_bound` (`[model]["bound_images_per_s"]` and
+        `[model]["fraction"]`), `agreement` (None without a checkpoint), `gpu`, `memory`
+        and `targets` (see `lightfer.bench_targets.evaluate_targets`).
+
+    Raises:
+        ValueError: int8 without a runtime to quantise for, `checkpoint` without `faces`
+            (or the reverse), or a checkpoint whose architecture is not in `models`.
     """
-    if int8 and not onnx:
-        raise ValueError("int8=True needs onnx=True: the int8 model is quantised from the ONNX one")
-    runtimes = [r for r, on in zip(RUNTIMES, (True, onnx, int8), strict=True) if on]
+    if int8 and not (onnx or openvino):
+        raise ValueError("int8=True needs onnx=True or openvino=True, the runtimes it quantises")
+    if (checkpoint is None) != (faces is None):
+        raise ValueError("pass checkpoint and faces together: agreement needs both")
+    trained = _load_trained(checkpoint, models) if checkpoint is not None else None
+    deployment = deployment_runtimes(onnx=onnx, int8=int8, openvino=openvino)
     results: dict[str, Any] = {
-        "environment": _environment(num_threads),
+        "environment": _environment(),
         "settings": {
             "models": list(models),
+            "deployment_models": list(deployment_models),
             "image_size": image_size,
             "batch_sizes": list(batch_sizes),
             "repeats": repeats,
             "block_seconds": block_seconds,
-            "runtimes": runtimes,
-            "num_threads": num_threads,
+            "deployment_runtimes": deployment,
+            "threads": list(threads),
             "seed": seed,
         },
         "models": {},
         "cpu": {},
         "memory": {},
         "memory_methods": dict(_MEMORY_METHODS),
+        "agreement": None,
     }
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
+    torch.set_num_threads(threads[0])
     try:
         torch.manual_seed(seed)
         built, files = {}, {}
         for name in models:
-            built[name] = _build(name, image_size, seed)
+            is_trained = trained is not None and name == trained.arch
+            built[name] = trained.module if is_trained else _build(name, image_size, seed)
+            runtimes = [r for r in deployment if r == "onnx_fp32" or name in deployment_models]
+            calibration = (
+                _face_batches(trained, faces, "train", _CALIBRATION_FACES, image_size)
+                if is_trained
+                else _synthetic_batches(image_size, count=8, batch_size=4, seed=seed + 1)
+            )
             results["models"][name], files[name] = _describe_and_export(
-                name, built[name], runtimes, workdir, image_size, calibration, seed
+                name, built[name], runtimes, workdir, image_size, calibration
             )
             results["memory"][name] = {
                 "tensors": measure_tensor_memory(built[name], image_size=image_size)
             }
+        if trained is not None:
+            results["agreement"] = _agreement(
+                trained, faces, files[trained.arch], workdir, image_size, agreement_limit
+            )
         _time_cpu(results, built, files, repeats=repeats, block_seconds=block_seconds, seed=seed)
         results["flop_bound"] = _flop_bound(results)
         results["gpu"] = _gpu_section(
@@ -730,14 +665,7 @@ def run_benchmark(
             seed=seed,
         )
         if memory:
-            for name in models:
-                results["memory"][name]["eager"] = measure_memory(
-                    "eager", name, image_size=image_size, num_threads=num_threads
-                )
-                for runtime, path in files[name].items():
-                    results["memory"][name][runtime] = measure_memory(
-                        "onnx", path, image_size=image_size, num_threads=num_threads
-                    )
+            _measure_memory(results, files, image_size=image_size, num_threads=threads[0])
         results["targets"] = evaluate_targets(results)
     finally:
         torch.set_num_threads(previous_threads)
@@ -751,6 +679,7 @@ _MEMORY_METHODS = {
     "the model and runs one batch-1 inference after initialising the runtime, MiB (columns "
     "eager, onnx_fp32, onnx_int8)",
 }
+_MEMORY_RUNTIMES = ("onnx_fp32", "onnx_int8")  # besides eager: RSS measured in subprocesses
 
 
 def _build(name: str, image_size: int, seed: int) -> nn.Module:
@@ -760,35 +689,86 @@ def _build(name: str, image_size: int, seed: int) -> nn.Module:
     return recalibrate_batchnorm(model, batches).eval()
 
 
+def _load_trained(checkpoint: Path, models: Sequence[str]) -> Any:
+    """The `InferenceModel` of a trained checkpoint whose architecture is benchmarked."""
+    from lightfer.models.inference import load_for_inference
+
+    trained = load_for_inference(checkpoint, classes=None)
+    if trained.arch not in models:
+        raise ValueError(
+            f"checkpoint {checkpoint} is a {trained.arch or trained.source} model, which is "
+            f"not among the benchmarked models ({', '.join(models)})"
+        )
+    return trained
+
+
+def _face_batches(trained: Any, faces: Path, split: str, limit: int, image_size: int) -> Any:
+    """Normalised batches of a split's faces, as the trained model takes them, at a size."""
+    crops, rows = cache_split(faces, split, limit=limit)
+    return normalised_batches(
+        crops, rows, mean=trained.mean, std=trained.std, image_size=image_size
+    )
+
+
+def _agreement(
+    trained: Any,
+    faces: Path,
+    timed: Mapping[str, Path],
+    workdir: Path,
+    image_size: int,
+    limit: int,
+) -> dict[str, Any]:
+    """The deployment runtimes' agreement with the trained model on its test faces, at its
+    own input size: the timed files when that is the timed size, else files exported at it."""
+    size = trained.image_size
+    files = dict(timed)
+    if size != image_size:
+        calibration = _face_batches(trained, faces, "train", _CALIBRATION_FACES, size)
+        files = export_runtimes(
+            trained.module,
+            workdir / f"agreement-{trained.arch}-{size}",
+            list(timed),
+            image_size=size,
+            calibration=calibration,
+        )
+    forwards = {
+        runtime: runtime_forward(runtime, path, num_threads=torch.get_num_threads())
+        for runtime, path in files.items()
+    }
+    test = _face_batches(trained, faces, "test", limit, size)
+    return {
+        "model": trained.arch,
+        "checkpoint": str(trained.path),
+        "faces": str(faces),
+        "image_size": size,
+        "runtimes": measure_agreement(trained.module, forwards, test),
+    }
+
+
 def _describe_and_export(
     name: str,
     model: nn.Module,
     runtimes: Sequence[str],
     workdir: Path,
     image_size: int,
-    calibration: CalibrationBatches | None,
-    seed: int,
+    calibration: Any,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Count a model's parameters and FLOPs and write its ONNX/int8 files as requested."""
+    """Count a model's parameters and FLOPs and write its deployment files as requested."""
     info: dict[str, Any] = {
         "params": count_parameters(model),
         "mflops": count_flops(model, image_size) / 1e6,
         "weights_mb": _state_bytes(model) / _MB,
     }
-    files: dict[str, Path] = {}
-    if "onnx_fp32" in runtimes:
-        files["onnx_fp32"] = export_onnx(
-            model, workdir / f"{name}-{image_size}.onnx", image_size=image_size
-        )
-    if "onnx_int8" in runtimes:
-        batches = calibration
-        if batches is None:
-            batches = _synthetic_batches(image_size, count=8, batch_size=4, seed=seed + 1)
-        files["onnx_int8"] = quantize_int8(
-            files["onnx_fp32"], workdir / f"{name}-{image_size}-int8.onnx", batches
-        )
+    files = export_runtimes(
+        model,
+        workdir / f"{name}-{image_size}",
+        runtimes,
+        image_size=image_size,
+        calibration=calibration,
+    )
     for runtime, path in files.items():
-        info[f"{runtime}_mb"] = path.stat().st_size / _MB
+        weights = path.with_suffix(".bin") if path.suffix == ".xml" else path
+        info[f"{runtime}_mb"] = weights.stat().st_size / _MB
     return info, files
 
 
@@ -801,49 +781,78 @@ def _time_cpu(
     block_seconds: float,
     seed: int,
 ) -> None:
-    """Fill `results["cpu"]` and `results["gemm"]`: one interleaved run per batch size.
+    """Fill `results["cpu"]` and `results["gemm"]`: one interleaved run per thread count and
+    batch size.
 
-    Grouping by batch size keeps rounds short, so the variants compared by `TARGETS` (all at
-    batch 1) run close together in time. Every group also times the GEMM.
+    Grouping keeps rounds short, so the variants compared by `TARGETS` (all at batch 1 and
+    one thread count) run close together in time. Every group also times the GEMM. An
+    EfficientFace is also timed as the official code computes it (`OFFICIAL_EAGER`).
     """
     settings = results["settings"]
-    image_size, num_threads = settings["image_size"], settings["num_threads"]
+    image_size = settings["image_size"]
     results["gemm"] = {"size": _GEMM_SIZE, "gflops": {}, "blocks": {}}
-    for batch in settings["batch_sizes"]:
+    for num_threads, batch in itertools.product(settings["threads"], settings["batch_sizes"]):
+        torch.set_num_threads(num_threads)
+        group = group_key(batch, num_threads)
         calls: dict[str, Callable[[], object]] = {"gemm": _gemm_call()}
         for name, model in built.items():
             x = torch.randn(batch, 3, image_size, image_size)
             calls[f"{name}/eager"] = _eager_call(model, x)
+            if isinstance(model, EfficientFace):
+                official = functools.partial(official_style_forward, model)
+                calls[f"{name}/{OFFICIAL_EAGER}"] = _eager_call(official, x)
             for runtime, path in files[name].items():
-                calls[f"{name}/{runtime}"] = _onnx_call(path, x.numpy(), num_threads)
+                forward = runtime_forward(runtime, path, num_threads=num_threads, batch_size=batch)
+                calls[f"{name}/{runtime}"] = functools.partial(forward, x.numpy())
         logger.info(
-            "batch %d: timing %d variants x %d rounds of %.1f s",
-            batch,
+            "%s: timing %d variants x %d rounds of %.2f s",
+            group,
             len(calls),
             repeats,
             block_seconds,
         )
         rates = measure_throughput(calls, repeats=repeats, block_seconds=block_seconds, seed=seed)
         gemm = [rate * 2 * _GEMM_SIZE**3 / 1e9 for rate in rates.pop("gemm")]
-        results["gemm"]["gflops"][f"b{batch}"] = statistics.median(gemm)
-        results["gemm"]["blocks"][f"b{batch}"] = gemm
+        results["gemm"]["gflops"][group] = statistics.median(gemm)
+        results["gemm"]["blocks"][group] = gemm
         for key, per_call in rates.items():
             name, runtime = key.split("/")
             blocks = [rate * batch for rate in per_call]
-            results["cpu"].setdefault(name, {}).setdefault(runtime, {})[f"b{batch}"] = {
+            results["cpu"].setdefault(name, {}).setdefault(runtime, {})[group] = {
                 "images_per_s": statistics.median(blocks),
                 "blocks": blocks,
             }
 
 
-def _environment(num_threads: int) -> dict[str, Any]:
+def _measure_memory(
+    results: dict[str, Any],
+    files: Mapping[str, Mapping[str, Path]],
+    *,
+    image_size: int,
+    num_threads: int,
+) -> None:
+    """Peak RSS growth of each model eager and on ONNX Runtime, one subprocess each."""
+    for name, model_files in files.items():
+        results["memory"][name]["eager"] = measure_memory(
+            "eager", name, image_size=image_size, num_threads=num_threads
+        )
+        for runtime in _MEMORY_RUNTIMES:
+            if runtime in model_files:
+                results["memory"][name][runtime] = measure_memory(
+                    "onnx", model_files[runtime], image_size=image_size, num_threads=num_threads
+                )
+
+
+def _environment() -> dict[str, Any]:
+    import openvino
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.get_version(),
         "cpu": _cpu_name(),
         "logical_cpus": _cpu_count(),
-        "num_threads": num_threads,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
@@ -864,20 +873,22 @@ def _cpu_count() -> int:
 
 def _flop_bound(results: Mapping[str, Any]) -> dict[str, Any]:
     """The fraction of the attainable fp32 FLOP rate (the GEMM of the same timing group)
-    that each model's fp32 runtimes reach.
+    that each model's runtimes reach.
 
-    int8 runs on other instructions (VNNI) with a higher peak, so it gets no fraction.
+    int8 and bf16 run on other instructions (VNNI, AVX512_BF16) with a higher peak, so
+    their fraction of the fp32 bound says how far they got past it, not how close to
+    their own peak they are.
     """
     bound: dict[str, Any] = {}
     for name, info in results["models"].items():
         images = {
-            batch: gflops * 1e3 / info["mflops"]
-            for batch, gflops in results["gemm"]["gflops"].items()
+            group: gflops * 1e3 / info["mflops"]
+            for group, gflops in results["gemm"]["gflops"].items()
         }
         fraction = {
-            f"{runtime}/{batch}": entry["images_per_s"] / images[batch]
-            for runtime in _FP32_RUNTIMES
-            for batch, entry in results["cpu"][name].get(runtime, {}).items()
+            f"{runtime}/{group}": entry["images_per_s"] / images[group]
+            for runtime, per_group in results["cpu"][name].items()
+            for group, entry in per_group.items()
         }
         bound[name] = {"bound_images_per_s": images, "fraction": fraction}
     return bound
@@ -929,20 +940,30 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def format_markdown(results: Mapping[str, Any]) -> str:
-    """Render `run_benchmark` results as Markdown: cost, CPU speed and target tables.
+    """Render `run_benchmark` results as Markdown: cost, CPU speed and agreement, targets.
 
     Returns:
         Markdown text ending with a newline.
     """
     env, settings = results["environment"], results["settings"]
-    batches = [f"b{b}" for b in settings["batch_sizes"]]
+    groups = {
+        group_key(b, n): f"b{b} {n}t"
+        for n, b in itertools.product(settings["threads"], settings["batch_sizes"])
+    }
     gpu = results.get("gpu", {})
-    memory_columns = ["tensors", *settings["runtimes"]]
+    memory_columns = [
+        m
+        for m in ("tensors", "eager", *_MEMORY_RUNTIMES)
+        if any(m in measured for measured in results["memory"].values())
+    ]
+    agreement = results.get("agreement") or {"model": None, "runtimes": {}}
+    size = settings["image_size"]
     lines = [
-        f"Input {settings['image_size']}x{settings['image_size']}; {env['cpu']}, "
-        f"{settings['num_threads']} thread(s) of {env['logical_cpus']}; torch {env['torch']}, "
-        f"onnxruntime {env['onnxruntime']}. Speeds are medians of {settings['repeats']} "
-        f"interleaved blocks of {settings['block_seconds']} s.",
+        f"Input {size}x{size}; {env['cpu']}, {_thread_counts(settings['threads'])} of "
+        f"{env['logical_cpus']}; torch {env['torch']}, onnxruntime {env['onnxruntime']}, "
+        f"OpenVINO {env['openvino']}. Speeds are medians of {settings['repeats']} interleaved "
+        f"blocks of {settings['block_seconds']} s, in one timing group per batch size and "
+        "thread count (b<batch> <threads>t).",
         "",
         markdown_table(
             ["model", "params (M)", "MFLOPs", "GPU batch/s"]
@@ -957,32 +978,37 @@ def format_markdown(results: Mapping[str, Any]) -> str:
         "",
         markdown_table(
             ["model", "runtime"]
-            + [f"CPU img/s {b}" for b in batches]
-            + [f"FLOP bound reached {b}" for b in batches],
+            + [f"CPU img/s {label}" for label in groups.values()]
+            + [f"FLOP bound reached {label}" for label in groups.values()]
+            + ["top-1 agreement with fp32", "max abs prob diff"],
             [
                 [name, runtime]
-                + [_fmt(per_batch[b]["images_per_s"]) for b in batches]
+                + [_fmt(per_group[g]["images_per_s"]) for g in groups]
                 + [
-                    _percent(results["flop_bound"][name]["fraction"].get(f"{runtime}/{b}"))
-                    for b in batches
+                    _percent(results["flop_bound"][name]["fraction"].get(f"{runtime}/{g}"))
+                    for g in groups
                 ]
+                + _agreement_cells(agreement, name, runtime)
                 for name, per_runtime in results["cpu"].items()
-                for runtime, per_batch in per_runtime.items()
+                for runtime, per_group in per_runtime.items()
             ],
         ),
         "",
-        f"Attainable fp32 FLOP rate (GEMM {results['gemm']['size']}^2 timed in each batch "
-        "group), and the images/s it bounds: "
+        _RUNTIME_LEGEND,
+        _agreement_caption(agreement, size),
+        f"Attainable fp32 FLOP rate (GEMM {results['gemm']['size']}^2 timed in each group), "
+        "and the images/s it bounds: "
         + "; ".join(
-            f"{b}: {_fmt(results['gemm']['gflops'][b])} GFLOP/s ("
+            f"{label}: {_fmt(results['gemm']['gflops'][g])} GFLOP/s ("
             + ", ".join(
-                f"{name} {_fmt(bound['bound_images_per_s'][b])}"
+                f"{name} {_fmt(bound['bound_images_per_s'][g])}"
                 for name, bound in results["flop_bound"].items()
             )
             + ")"
-            for b in batches
+            for g, label in groups.items()
         )
-        + ".",
+        + ". int8 and bf16 run on instructions with a higher peak than fp32's, so their share "
+        "of the fp32 bound can pass what fp32 could reach.",
         f"GPU batch/s: float32 inference on {gpu['device']}, batch {gpu['batch_size']}."
         if gpu.get("available")
         else f"GPU: {gpu.get('note', 'not measured')}.",
@@ -993,17 +1019,82 @@ def format_markdown(results: Mapping[str, Any]) -> str:
         rows = [
             [
                 entry["description"],
+                entry.get("runtime") or "-",
                 f"{entry['value']:.2f}",
                 _round_range(entry["per_round"]),
+                _percent(entry.get("flop_bound_share")),
                 "yes" if entry["met"] else "**no**",
             ]
             for entry in targets.values()
         ]
-        header = ["target", "ratio of medians", "per-round ratios: median (min-max)", "met"]
-        lines += ["", markdown_table(header, rows)]
+        header = [
+            "target",
+            "runtime",
+            "ratio of medians",
+            "per-round ratios: median (min-max)",
+            "its FLOP bound reached",
+            "met",
+        ]
+        lines += [
+            "",
+            markdown_table(header, rows),
+            "",
+            f"deployment: the model's fastest deployment runtime whose top-1 agreement with "
+            f"fp32 PyTorch is at least {AGREEMENT_BOUND:.0%} (any of them where agreement was "
+            "not measured); runtime: the numerator's, whose share of the fp32 FLOP bound of "
+            "its group is given.",
+        ]
     if gpu.get("available"):
         lines += ["", format_device_speed(gpu["speed"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+_RUNTIME_LEGEND = (
+    "Runtimes: eager is this project's PyTorch forward; eager_official the same weights "
+    "computed as the official EfficientFace code computes them (max pooling on NCHW maps, "
+    "concatenate-then-shuffle units, expand_as gates: `lightfer.models.official_forward`), "
+    "the baseline of the deployment targets; onnx_* run on ONNX Runtime (int8: static QDQ "
+    "quantisation); openvino_* on OpenVINO (bf16: its bfloat16 inference-precision hint; "
+    "int8: NNCF post-training quantisation), compiled for the timed batch size (static "
+    "shapes). int8 files are calibrated on training faces of the agreement's dataset "
+    "(synthetic images when there is none)."
+)
+
+
+def _thread_counts(threads: Sequence[int]) -> str:
+    return f"{' and '.join(map(str, threads))} thread(s)"
+
+
+def _agreement_cells(agreement: Mapping[str, Any], model: str, runtime: str) -> list[str]:
+    measured = agreement["runtimes"].get(runtime) if agreement["model"] == model else None
+    if measured is None:
+        return ["-", "-"]
+    return [f"{100 * measured['top1']:.1f}%", f"{measured['max_abs_prob_diff']:.3f}"]
+
+
+def _agreement_caption(agreement: Mapping[str, Any], timed_size: int) -> str:
+    if agreement["model"] is None:
+        return (
+            "Agreement: not measured (random weights); the bench stage measures it with a "
+            "trained checkpoint and its dataset's test faces (bench.agreement)."
+        )
+    images = next(iter(agreement["runtimes"].values()), {}).get("images", 0)
+    size = agreement["image_size"]
+    where = (
+        "the timed files"
+        if size == timed_size
+        else f"files exported at {size} px by the same recipes as the timed ones. Speed is "
+        f"timed at {timed_size} px with the same weights; agreement is measured at the size "
+        "the model was trained at, since on crops resized to another size its predictions "
+        "can collapse towards one class (the synthetic 48-px model's do at 224 px), which "
+        "would make agreement vacuous"
+    )
+    return (
+        f"Agreement: each deployment runtime against the fp32 PyTorch {agreement['model']} "
+        f"{agreement['checkpoint']} on {images} test faces of {agreement['faces']} (top-1: "
+        f"same most probable class; max abs prob diff: the largest difference of any class "
+        f"probability), at {size} px: {where}."
+    )
 
 
 def _round_range(per_round: Mapping[str, float]) -> str:

@@ -529,16 +529,11 @@ def _calibration_batches(
     import torch
 
     from lightfer.errors import DatasetError, ImageReadError
+    from lightfer.face_batches import cache_split, normalised_batches, seeded_subset
     from lightfer.faces.align import AlignSpec, resize_face
-    from lightfer.faces.cache import CACHE_FILE, load_face_cache
+    from lightfer.faces.cache import CACHE_FILE
     from lightfer.images import load_rgb
     from lightfer.predict import IMAGE_SUFFIXES
-    from lightfer.training.data import BatchRequest, FaceDataset, usable_rows
-
-    def subset(count: int) -> np.ndarray:
-        if count <= limit:
-            return np.arange(count)
-        return np.sort(np.random.default_rng(0).choice(count, limit, replace=False))
 
     if source is None:
 
@@ -554,15 +549,13 @@ def _calibration_batches(
         )
         return noise, f"{limit} random inputs"
     if (source / CACHE_FILE).is_file():
-        crops, table = load_face_cache(source)
-        rows = usable_rows(table, "train")
-        rows = rows[subset(len(rows))]
+        crops, rows = cache_split(source, "train", limit=limit)
         described = f"{len(rows)} training crops of the face cache {source}"
     elif source.is_dir():
         files = sorted(
             p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
         )
-        files = [files[i] for i in subset(len(files))]
+        files = [files[i] for i in seeded_subset(len(files), limit)]
         spec = AlignSpec(crop_size=image_size)
         faces, failed = [], []
         for file in files:
@@ -585,16 +578,10 @@ def _calibration_batches(
             f"calibration data {source} is neither a folder of aligned face images nor a "
             f"face cache (faces.npy and faces.parquet)"
         )
-    dataset = FaceDataset(
-        crops, rows, np.zeros(len(crops), np.int64), mean=mean, std=std, image_size=image_size
+    batches = normalised_batches(
+        crops, rows, mean=mean, std=std, image_size=image_size, batch_size=batch_size
     )
-
-    def faces_batches() -> Any:
-        for start in range(0, len(dataset), batch_size):
-            positions = np.arange(start, min(start + batch_size, len(dataset)))
-            yield dataset[BatchRequest(positions, 0)].images
-
-    return faces_batches, described
+    return batches, described
 
 
 def _compare(model: Any, forward: Any, batch: Any) -> tuple[float, float]:

@@ -93,10 +93,9 @@ def export_openvino(
     path: str | Path,
     *,
     image_size: int,
-    metadata: Mapping[str, str],
+    metadata: Mapping[str, str] | None = None,
     precision: str = "fp32",
     calibration: CalibrationBatches | None = None,
-    num_threads: int | None = None,
 ) -> Path:
     """Export a model to an OpenVINO IR pair (`path` and its `.bin`) in one precision.
 
@@ -104,11 +103,11 @@ def export_openvino(
         model: a registry model; exported in eval mode (its mode is restored).
         path: destination `.xml`; the weights go to the same name with `.bin`.
         image_size: the square input side of the graph (the batch axis is dynamic).
-        metadata: `lightfer.export.inference_metadata(...)`, stored in the runtime info.
+        metadata: `lightfer.export.inference_metadata(...)`, stored in the runtime info;
+            without it the file is for measurements only (`load_openvino` refuses it).
         precision: "fp32", "bf16" or "int8".
         calibration: int8 only: batches of normalised images `(N, 3, S, S)` as tensors or
             arrays, or a callable returning them (faces like those the model will see).
-        num_threads: OpenVINO threads of the fp32 check against PyTorch.
 
     Returns:
         `path`. Both files are written atomically, the weights first; an fp32 file is
@@ -136,7 +135,7 @@ def export_openvino(
         ov_model = ov.convert_model(onnx_path)
         if samples is not None:
             ov_model = _quantize(ov_model, samples)
-        for key, value in metadata.items():
+        for key, value in (metadata or {}).items():
             ov_model.set_rt_info(value, [_SECTION, key.removeprefix(f"{_SECTION}.")])
         ov_model.set_rt_info(precision, [_SECTION, _PRECISION_KEY])
         # Read by compile_model itself, so that other OpenVINO tools run the file as intended.
@@ -144,7 +143,7 @@ def export_openvino(
         staged = Path(scratch) / "model.xml"
         ov.save_model(ov_model, staged, compress_to_fp16=False)
         if precision == "fp32":
-            forward = openvino_forward(staged, precision=precision, num_threads=num_threads)
+            forward = openvino_forward(staged, precision=precision)
             difference = verify_forward(
                 model, forward, source=f"OpenVINO model {path}", image_size=image_size
             )
@@ -185,7 +184,11 @@ def _quantize(ov_model: Any, samples: list[np.ndarray]) -> Any:
 
 
 def openvino_forward(
-    path: str | Path, *, precision: str, num_threads: int | None = None
+    path: str | Path,
+    *,
+    precision: str,
+    num_threads: int | None = None,
+    batch_size: int | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Compile an IR file for the CPU and return its forward: a float32 batch to logits.
 
@@ -194,17 +197,24 @@ def openvino_forward(
         precision: the file's precision (its inference-precision hint is applied).
         num_threads: OpenVINO's inference threads; default `torch.get_num_threads()`,
             so that PyTorch and OpenVINO are compared on the same number of cores.
+        batch_size: compile for this batch size only (static shapes: 15-20% faster at
+            batch 1 here, for a caller that always sends one size); None: any batch.
     """
     import torch
 
     ov = _openvino()
+    core = ov.Core()
+    model = core.read_model(str(path))
+    if batch_size is not None:
+        shape = model.input(0).get_partial_shape()
+        shape[0] = batch_size
+        model.reshape(shape)
     config = {
         "INFERENCE_PRECISION_HINT": _HINTS[precision],
         "INFERENCE_NUM_THREADS": num_threads or torch.get_num_threads(),
         "PERFORMANCE_HINT": "LATENCY",
     }
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
-    request = compiled.create_infer_request()
+    request = core.compile_model(model, "CPU", config).create_infer_request()
 
     def forward(batch: np.ndarray) -> np.ndarray:
         request.infer({0: batch})

@@ -206,6 +206,19 @@ class AlignParams(AlignSpec):
     device: Device = Field("auto", description="where MTCNN runs: auto (a GPU if any), cpu, cuda")
 
 
+class BenchAgreement(_Section):
+    """`bench.agreement`: the trained EfficientFace whose deployment files are compared with it.
+
+    The checkpoint is `models/<dataset>/ef-<regime>-seed<seed>.pt`; the faces are the test
+    split of `data/<dataset>/faces` (int8 files are calibrated on its training split).
+    """
+
+    dataset: str = Field("synthetic", description="a dataset of `datasets`")
+    regime: str = Field("ldl", pattern=r"^[a-z_]+$", description="its training regime")
+    seed: int = Field(0, ge=0, description="its training seed")
+    limit: int = Field(256, ge=1, le=100_000, description="most test faces compared")
+
+
 class BenchParams(_Section):
     """`bench`: what the cost benchmark measures (see `lightfer.bench.run_benchmark`)."""
 
@@ -214,17 +227,31 @@ class BenchParams(_Section):
         min_length=1,
         description="registry names; the speed targets need these three",
     )
+    deployment_models: tuple[str, ...] = Field(
+        ("efficientface",),
+        description="models also timed on int8 and OpenVINO; the others on eager and ONNX fp32",
+    )
     image_size: int = Field(224, ge=32, le=1024, description="square input side, px")
     batch_sizes: tuple[Annotated[int, Field(ge=1, le=1024)], ...] = Field(
-        (1, 16), min_length=1, description="CPU batch sizes; GPU uses the largest"
+        (1,), min_length=1, description="CPU batch sizes; GPU uses the largest"
     )
     repeats: int = Field(5, ge=1, le=100, description="interleaved rounds (medians over them)")
     block_seconds: float = Field(0.5, gt=0, le=30, description="length of one timed block, s")
     onnx: bool = Field(True, description="also measure ONNX Runtime fp32")
-    int8: bool = Field(True, description="also measure the int8 ONNX model")
+    int8: bool = Field(True, description="also measure the int8 models (ONNX Runtime, OpenVINO)")
+    openvino: bool = Field(
+        True, description="also measure OpenVINO fp32, bf16 (where the CPU has it) and int8"
+    )
     memory: bool = Field(True, description="measure peak inference memory (subprocesses)")
     gpu: bool = Field(True, description="measure GPU batches/s when CUDA is available")
-    threads: int = Field(1, ge=1, le=256, description="intra-op threads while timing")
+    threads: tuple[Annotated[int, Field(ge=1, le=256)], ...] = Field(
+        (1, 2), min_length=1, description="intra-op thread counts timed, one timing group each"
+    )
+    agreement: BenchAgreement | None = Field(
+        default_factory=BenchAgreement,
+        description="a trained EfficientFace for the runtimes' agreement with it; null: "
+        "random weights, no agreement",
+    )
 
 
 class ModelTraining(_Section):
@@ -432,6 +459,13 @@ class Params(_Section):
                 f"study.datasets: {', '.join(sorted(set(self.study.datasets) - synthetic))} "
                 f"is not a synthetic dataset in datasets (configured synthetic: "
                 f"{', '.join(sorted(synthetic)) or 'none'})"
+            )
+        agreement = self.bench.agreement
+        if agreement is not None and agreement.dataset not in self.datasets:
+            raise ValueError(
+                f"bench.agreement.dataset: {agreement.dataset!r} is not in datasets "
+                f"(configured: {', '.join(self.datasets)}); name one, or set "
+                f"bench.agreement: null to benchmark random weights without agreement"
             )
         if set(self.study.seeds) - set(self.train.seeds):
             raise ValueError(

@@ -423,8 +423,10 @@ def _table2_section(datasets: Sequence[DatasetMetrics]) -> str:
 # ------------------------------------------------------------------------------- Table 3
 
 
-def _cpu(bench: Mapping[str, Any], model: str, runtime: str, batch: str) -> float | None:
-    entry = bench.get("cpu", {}).get(model, {}).get(runtime, {}).get(batch)
+def _cpu(bench: Mapping[str, Any], model: str, runtime: str) -> float | None:
+    """Batch-1 images/s at the benchmark's first thread count (the table's)."""
+    group = f"b1-t{bench['settings']['threads'][0]}"
+    entry = bench.get("cpu", {}).get(model, {}).get(runtime, {}).get(group)
     return None if entry is None else entry["images_per_s"]
 
 
@@ -455,7 +457,7 @@ def table3(bench: Mapping[str, Any]) -> str:
                 num(info["params"] / 1e6, 2),
                 num(info["mflops"] / 2, 1),
                 num(_gpu(bench, name), 2),
-                *[num(_cpu(bench, name, r, "b1"), 2) for r in ("eager", "onnx_fp32", "onnx_int8")],
+                *[num(_cpu(bench, name, r), 2) for r in ("eager", "onnx_fp32", "onnx_int8")],
             ]
         )
         memory_rows.append(
@@ -490,7 +492,7 @@ def table3(bench: Mapping[str, Any]) -> str:
     lines = [
         f"**Table 3 (cost).** No dataset: random {settings['image_size']}x"
         f"{settings['image_size']} input. This project: {env['cpu']}, "
-        f"{settings['num_threads']} thread(s) of {env['logical_cpus']}, torch {env['torch']}, "
+        f"{settings['threads'][0]} thread(s) of {env['logical_cpus']}, torch {env['torch']}, "
         f"onnxruntime {env.get('onnxruntime')}; speeds are medians of {settings['repeats']} "
         f"interleaved rounds of {settings['block_seconds']} s (no seeds: one benchmark run). "
         f"Paper: {PAPER['table3']['hardware']}. {gpu_text}",
@@ -558,7 +560,7 @@ def _ratios(bench: Mapping[str, Any]) -> str:
         return NONE if a is None or b is None or b == 0 else f"{a / b:.3f}"
 
     def deployment(model: str) -> float | None:
-        rates = [_cpu(bench, model, r, "b1") for r in ("onnx_fp32", "onnx_int8")]
+        rates = [_cpu(bench, model, r) for r in ("onnx_fp32", "onnx_int8")]
         rates = [r for r in rates if r is not None]
         return max(rates) if rates else None
 
@@ -581,7 +583,7 @@ def _ratios(bench: Mapping[str, Any]) -> str:
         ],
         [
             "CPU img/s b1, eager",
-            ratio(_cpu(bench, ef, "eager", "b1"), _cpu(bench, rn, "eager", "b1")),
+            ratio(_cpu(bench, ef, "eager"), _cpu(bench, rn, "eager")),
             ratio(paper[ef]["cpu_images_per_s"], paper[rn]["cpu_images_per_s"]),
         ],
         ["CPU img/s b1, deployment (best ONNX)", ratio(deployment(ef), deployment(rn)), NONE],

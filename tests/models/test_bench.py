@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -23,7 +27,10 @@ from lightfer.bench import (
     measure_throughput,
     run_benchmark,
 )
-from lightfer.models import create_model
+from lightfer.labels import CLASSES
+from lightfer.models import create_model, recalibrate_batchnorm
+from lightfer.models.checkpoint import save_checkpoint
+from lightfer.openvino_export import cpu_supports_bf16
 
 
 def test_counts_match_the_reference_figures():
@@ -67,17 +74,55 @@ def test_rss_memory_probe_reports_growth():
     assert memory["peak_reset"] in (True, False)
 
 
+SIZE = 64
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def trained(tmp_path_factory):
+    """A seeded EfficientFace saved as a checkpoint at the bench's size, and a face cache
+    of smooth random crops (8 training, 12 test, one unusable test row)."""
+    root = tmp_path_factory.mktemp("trained")
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(4, 3, SIZE, SIZE, generator=generator) for _ in range(2)]
+    model = recalibrate_batchnorm(create_model("efficientface"), batches).eval()
+    checkpoint = save_checkpoint(
+        root / "ef.pt",
+        model,
+        arch="efficientface",
+        classes=CLASSES,
+        image_size=SIZE,
+        mean=(0.5, 0.45, 0.4),
+        std=(0.25, 0.22, 0.21),
+    )
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (21, SIZE, SIZE, 3), dtype=np.uint8)
+    crops = np.stack([cv2.GaussianBlur(image, (0, 0), 3) for image in noise])
+    faces = root / "faces"
+    faces.mkdir()
+    np.save(faces / "faces.npy", crops)
+    split = ["train"] * 8 + ["test"] * 13
+    status = ["ok"] * 20 + ["no_face"]
+    table = pa.table({"split": split, "status": status, "row": np.arange(21, dtype=np.int64)})
+    pq.write_table(table, faces / "faces.parquet")
+    return checkpoint, faces
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, trained):
+    checkpoint, faces = trained
     return run_benchmark(
         workdir=tmp_path_factory.mktemp("bench"),
         models=("efficientface",),
-        image_size=64,
-        batch_sizes=(1, 2),
+        image_size=SIZE,
+        batch_sizes=(1,),
+        threads=(1, 2),
         repeats=2,
         block_seconds=0.02,
         memory=False,
         gpu=True,
+        checkpoint=checkpoint,
+        faces=faces,
     )
 
 
@@ -85,18 +130,45 @@ def test_results_are_plain_json(results):
     assert json.loads(json.dumps(results, allow_nan=False)) == results
 
 
-def test_results_cover_every_model_runtime_and_batch(results):
+def test_results_cover_every_runtime_at_every_thread_count(results):
     assert results["models"]["efficientface"]["params"] == 1_275_293
-    for runtime in ("eager", "onnx_fp32", "onnx_int8"):
-        for batch in ("b1", "b2"):
-            assert results["cpu"]["efficientface"][runtime][batch]["images_per_s"] > 0
+    deployment = results["settings"]["deployment_runtimes"]
+    bf16 = ["openvino_bf16"] if cpu_supports_bf16() else []
+    assert deployment == [
+        "onnx_fp32",
+        "onnx_int8",
+        "openvino_fp32",
+        *bf16,
+        "openvino_int8",
+    ]
+    cpu = results["cpu"]["efficientface"]
+    assert set(cpu) == {"eager", "eager_official", *deployment}
+    for per_group in cpu.values():
+        assert set(per_group) == {"b1-t1", "b1-t2"}
+        assert min(entry["images_per_s"] for entry in per_group.values()) > 0
     assert results["memory"]["efficientface"]["tensors"]["mb"] > 0
     info = results["models"]["efficientface"]
     assert info["onnx_int8_mb"] < info["onnx_fp32_mb"] < 1.1 * info["weights_mb"]
-    assert set(results["gemm"]["gflops"]) == {"b1", "b2"}
+    assert info["openvino_int8_mb"] < info["openvino_fp32_mb"] < 1.1 * info["weights_mb"]
+    assert set(results["gemm"]["gflops"]) == {"b1-t1", "b1-t2"}
     assert min(results["gemm"]["gflops"].values()) > 0
     fraction = results["flop_bound"]["efficientface"]["fraction"]
-    assert set(fraction) == {"eager/b1", "eager/b2", "onnx_fp32/b1", "onnx_fp32/b2"}
+    assert set(fraction) == {f"{r}/b1-t{n}" for r in cpu for n in (1, 2)}
+
+
+def test_agreement_compares_every_runtime_with_pytorch_on_the_test_faces(results, trained):
+    agreement = results["agreement"]
+    assert (agreement["model"], agreement["image_size"]) == ("efficientface", SIZE)
+    assert agreement["checkpoint"] == str(trained[0])
+    runtimes = agreement["runtimes"]
+    assert list(runtimes) == results["settings"]["deployment_runtimes"]
+    assert {entry["images"] for entry in runtimes.values()} == {12}  # the usable test rows
+    for runtime in ("onnx_fp32", "openvino_fp32"):  # float32: the same outputs
+        assert runtimes[runtime]["top1"] == 1.0
+        assert runtimes[runtime]["max_abs_prob_diff"] < 1e-4
+    for runtime in ("onnx_int8", "openvino_int8"):
+        assert 0 < runtimes[runtime]["max_abs_prob_diff"] < 1
+        assert 0 <= runtimes[runtime]["top1"] <= 1
 
 
 def test_gpu_is_skipped_with_a_note_without_cuda(results):
@@ -109,26 +181,81 @@ def test_gpu_is_skipped_with_a_note_without_cuda(results):
         }
 
 
-def test_targets_need_their_models(results):
-    # resnet50 and shufflenet were not run: only the deployment target can be evaluated
-    assert set(results["targets"]) == {"ef_deployment_vs_eager"}
+def test_targets_need_their_models_and_name_their_thread_count(results):
+    # resnet50 and shufflenet were not run: only EfficientFace's own targets can be evaluated
+    assert set(results["targets"]) == {
+        "ef_deployment_vs_eager@1t",
+        "ef_deployment_vs_eager@2t",
+        "ef_deployment_vs_official_1t@1t",
+        "ef_deployment_vs_official_2t@2t",
+    }
+    official = results["targets"]["ef_deployment_vs_official_2t@2t"]
+    assert official["description"] == (
+        "EfficientFace deployment >= 5x the official-style eager EfficientFace (batch 1, 2 threads)"
+    )
+    assert (official["threads"], official["bound"]) == (2, 5.0)
+    fraction = results["flop_bound"]["efficientface"]["fraction"]
+    assert official["flop_bound_share"] == fraction[f"{official['runtime']}/b1-t2"]
+
+
+def _fake_speed(images_per_s: float) -> dict:
+    return {"images_per_s": images_per_s, "blocks": [images_per_s, images_per_s]}
 
 
 def test_targets_compare_same_run_medians(results):
     fake = json.loads(json.dumps(results))
-    fake["cpu"]["resnet50"] = {"eager": {"b1": {"images_per_s": 10.0, "blocks": [10.0, 10.0]}}}
-    fake["cpu"]["efficientface"]["eager"]["b1"] = {"images_per_s": 50.0, "blocks": [40, 60]}
-    target = evaluate_targets(fake)["ef_vs_resnet50_eager"]
-    assert (target["value"], target["met"]) == (5.0, True)
+    fake["cpu"]["resnet50"] = {"eager": {"b1-t1": {"images_per_s": 10.0, "blocks": [10, 10]}}}
+    fake["cpu"]["efficientface"]["eager"]["b1-t1"] = {"images_per_s": 50.0, "blocks": [40, 60]}
+    fake["flop_bound"]["efficientface"]["fraction"]["eager/b1-t1"] = 0.25
+    target = evaluate_targets(fake)["ef_vs_resnet50_eager@1t"]
+    assert (target["value"], target["met"], target["runtime"]) == (5.0, True, "eager")
     assert target["per_round"] == {"median": 5.0, "min": 4.0, "max": 6.0}
+    assert target["flop_bound_share"] == 0.25
+
+
+def test_the_deployment_target_takes_the_fastest_runtime_that_agrees(results):
+    fake = json.loads(json.dumps(results))
+    cpu = fake["cpu"]["efficientface"]
+    for runtime, speed in [("eager_official", 10), ("onnx_fp32", 45), ("onnx_int8", 90)]:
+        cpu[runtime]["b1-t1"] = _fake_speed(speed)
+    for runtime in ("openvino_fp32", "openvino_bf16", "openvino_int8"):
+        cpu.pop(runtime, None)
+    agreement = fake["agreement"]["runtimes"]
+    agreement["onnx_fp32"]["top1"], agreement["onnx_int8"]["top1"] = 1.0, 0.98
+    target = evaluate_targets(fake)["ef_deployment_vs_official_1t@1t"]
+    assert (target["runtime"], target["value"], target["met"]) == ("onnx_fp32", 4.5, True)
+    agreement["onnx_int8"]["top1"] = 0.99
+    target = evaluate_targets(fake)["ef_deployment_vs_official_1t@1t"]
+    assert (target["runtime"], target["value"]) == ("onnx_int8", 9.0)
 
 
 def test_markdown_has_the_tables(results):
     text = format_markdown(results)
     assert "| efficientface | 1.28 | 24.5 |" in text
-    assert "| efficientface | onnx_int8 |" in text
-    assert "| target | ratio of medians | per-round ratios: median (min-max) | met |" in text
+    header = (
+        "| model | runtime | CPU img/s b1 1t | CPU img/s b1 2t | FLOP bound reached b1 1t "
+        "| FLOP bound reached b1 2t | top-1 agreement with fp32 | max abs prob diff |"
+    )
+    assert header in text
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if "| efficientface |" in line}
+    assert rows["eager_official"].endswith("| - | - |")
+    assert rows["onnx_fp32"].endswith("| 100.0% | 0.000 |")
+    for runtime in results["settings"]["deployment_runtimes"]:
+        assert rows[runtime].count("%") == 3  # two FLOP-bound shares and the agreement
+    assert "on 12 test faces of" in text and f"at {SIZE} px: the timed files." in text
+    assert (
+        "| target | runtime | ratio of medians | per-round ratios: median (min-max) "
+        "| its FLOP bound reached | met |"
+    ) in text
+    for threads in ("1 thread", "2 threads"):
+        assert f"| EfficientFace deployment >= 3.5x its eager (batch 1, {threads}) |" in text
+    assert "official-style eager EfficientFace (batch 1, 1 thread) |" in text
     assert text.endswith("\n")
+
+
+def test_checkpoint_and_faces_go_together(tmp_path, trained):
+    with pytest.raises(ValueError, match="pass checkpoint and faces together"):
+        run_benchmark(workdir=tmp_path, models=("efficientface",), checkpoint=trained[0])
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from lightfer.errors import StageOutputError
 from lightfer.params import load_params
 from stages import bench
 from tests.conftest import tiny_params
@@ -21,7 +22,10 @@ def test_bench_stage_writes_table_and_metrics(tmp_path, write_params):
         "repeats": 1,
         "block_seconds": 0.05,
         "int8": False,
+        "openvino": False,
         "memory": False,
+        "threads": [1],
+        "agreement": None,
     }
     params = load_params(write_params(raw))
     results = bench.run(params, tmp_path)
@@ -30,3 +34,10 @@ def test_bench_stage_writes_table_and_metrics(tmp_path, write_params):
     metrics = json.loads((tmp_path / "reports/bench/bench.json").read_text())
     assert metrics == json.loads(json.dumps(results))
     assert metrics["models"]["efficientface"]["params"] == 1_275_293
+
+
+def test_agreement_without_its_trained_model_says_which_stage_makes_it(tmp_path, write_params):
+    params = load_params(write_params(tiny_params()))  # bench.agreement: synthetic, ldl, seed 0
+    with pytest.raises(StageOutputError, match=r"ef-ldl-seed0\.pt, which the train-ef stage"):
+        bench.run(params, tmp_path)
+    assert not (tmp_path / "reports").exists()
