@@ -791,6 +791,7 @@ def _time_cpu(
     settings = results["settings"]
     image_size = settings["image_size"]
     results["gemm"] = {"size": _GEMM_SIZE, "gflops": {}, "blocks": {}}
+    results["others_cpu"] = {}
     for num_threads, batch in itertools.product(settings["threads"], settings["batch_sizes"]):
         torch.set_num_threads(num_threads)
         group = group_key(batch, num_threads)
@@ -811,7 +812,13 @@ def _time_cpu(
             repeats,
             block_seconds,
         )
+        busy = _others_busy_seconds()
+        start = time.perf_counter()
         rates = measure_throughput(calls, repeats=repeats, block_seconds=block_seconds, seed=seed)
+        others = None if busy is None else _others_busy_seconds() - busy  # type: ignore[operator]
+        results["others_cpu"][group] = (
+            None if others is None else max(others, 0.0) / (time.perf_counter() - start)
+        )
         gemm = [rate * 2 * _GEMM_SIZE**3 / 1e9 for rate in rates.pop("gemm")]
         results["gemm"]["gflops"][group] = statistics.median(gemm)
         results["gemm"]["blocks"][group] = gemm
@@ -841,6 +848,23 @@ def _measure_memory(
                 results["memory"][name][runtime] = measure_memory(
                     "onnx", model_files[runtime], image_size=image_size, num_threads=num_threads
                 )
+
+
+def _others_busy_seconds() -> float | None:
+    """CPU seconds all processes but this one have used since boot (None off Linux).
+
+    The machine's busy time (/proc/stat: user, nice, system, irq, softirq, steal) minus
+    this process's own CPU time; its growth during a timing group is the other processes'
+    load, which on a machine with few cores slows multi-threaded variants most.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return busy - time.process_time()
 
 
 def _environment() -> dict[str, Any]:
@@ -1009,6 +1033,13 @@ def format_markdown(results: Mapping[str, Any]) -> str:
         )
         + ". int8 and bf16 run on instructions with a higher peak than fp32's, so their share "
         "of the fp32 bound can pass what fp32 could reach.",
+        "Other processes' CPU use while each group was timed (cores): "
+        + "; ".join(
+            f"{label} {_fmt(results['others_cpu'].get(g), 2)}" for g, label in groups.items()
+        )
+        + ". Where it approaches the cores a group's threads leave free, that group's figures "
+        "are unreliable (multi-threaded PyTorch slows down by orders of magnitude when a "
+        "thread is descheduled).",
         f"GPU batch/s: float32 inference on {gpu['device']}, batch {gpu['batch_size']}."
         if gpu.get("available")
         else f"GPU: {gpu.get('note', 'not measured')}.",

@@ -112,6 +112,7 @@ def export_runtimes(
                 image_size=image_size,
                 precision=precision,
                 calibration=calibration if precision == "int8" else None,
+                onnx=files.get("onnx_fp32"),
             )
     return files
 

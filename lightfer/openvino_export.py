@@ -96,6 +96,7 @@ def export_openvino(
     metadata: Mapping[str, str] | None = None,
     precision: str = "fp32",
     calibration: CalibrationBatches | None = None,
+    onnx: Path | None = None,
 ) -> Path:
     """Export a model to an OpenVINO IR pair (`path` and its `.bin`) in one precision.
 
@@ -108,6 +109,8 @@ def export_openvino(
         precision: "fp32", "bf16" or "int8".
         calibration: int8 only: batches of normalised images `(N, 3, S, S)` as tensors or
             arrays, or a callable returning them (faces like those the model will see).
+        onnx: `model`'s ONNX export at `image_size` to convert (`export_onnx`'s output);
+            by default the model is exported here.
 
     Returns:
         `path`. Both files are written atomically, the weights first; an fp32 file is
@@ -129,10 +132,10 @@ def export_openvino(
         require_bf16(path)
     samples = _calibration_samples(calibration, path) if precision == "int8" else None
     with tempfile.TemporaryDirectory(prefix="lightfer-openvino-", dir=path.parent) as scratch:
-        onnx_path = export_onnx(
-            model, Path(scratch) / "model.onnx", image_size=image_size, check=False
-        )
-        ov_model = ov.convert_model(onnx_path)
+        if onnx is None:
+            scratch_onnx = Path(scratch) / "model.onnx"
+            onnx = export_onnx(model, scratch_onnx, image_size=image_size, check=False)
+        ov_model = ov.convert_model(onnx)
         if samples is not None:
             ov_model = _quantize(ov_model, samples)
         for key, value in (metadata or {}).items():

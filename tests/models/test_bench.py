@@ -150,7 +150,7 @@ def test_results_cover_every_runtime_at_every_thread_count(results):
     info = results["models"]["efficientface"]
     assert info["onnx_int8_mb"] < info["onnx_fp32_mb"] < 1.1 * info["weights_mb"]
     assert info["openvino_int8_mb"] < info["openvino_fp32_mb"] < 1.1 * info["weights_mb"]
-    assert set(results["gemm"]["gflops"]) == {"b1-t1", "b1-t2"}
+    assert set(results["gemm"]["gflops"]) == set(results["others_cpu"]) == {"b1-t1", "b1-t2"}
     assert min(results["gemm"]["gflops"].values()) > 0
     fraction = results["flop_bound"]["efficientface"]["fraction"]
     assert set(fraction) == {f"{r}/b1-t{n}" for r in cpu for n in (1, 2)}
@@ -243,6 +243,7 @@ def test_markdown_has_the_tables(results):
     for runtime in results["settings"]["deployment_runtimes"]:
         assert rows[runtime].count("%") == 3  # two FLOP-bound shares and the agreement
     assert "on 12 test faces of" in text and f"at {SIZE} px: the timed files." in text
+    assert "Other processes' CPU use while each group was timed (cores): b1 1t " in text
     assert (
         "| target | runtime | ratio of medians | per-round ratios: median (min-max) "
         "| its FLOP bound reached | met |"
