@@ -649,7 +649,7 @@ def run_benchmark(
             results["memory"][name] = {
                 "tensors": measure_tensor_memory(built[name], image_size=image_size)
             }
-        if trained is not None:
+        if trained is not None and deployment:
             results["agreement"] = _agreement(
                 trained, faces, files[trained.arch], workdir, image_size, agreement_limit
             )

@@ -27,6 +27,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     trained: dict[str, Any] = {}
     if spec.agreement is not None:
         agreement = spec.agreement
+        params.dataset(agreement.dataset)  # configured, or a ParamsError listing those that are
         checkpoint = catalog.ef_model_path(
             root, agreement.dataset, agreement.regime, agreement.seed
         )

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lightfer.errors import StageOutputError
+from lightfer.errors import ParamsError, StageOutputError
 from lightfer.params import load_params
 from stages import bench
 from tests.conftest import tiny_params
@@ -41,3 +41,11 @@ def test_agreement_without_its_trained_model_says_which_stage_makes_it(tmp_path,
     with pytest.raises(StageOutputError, match=r"ef-ldl-seed0\.pt, which the train-ef stage"):
         bench.run(params, tmp_path)
     assert not (tmp_path / "reports").exists()
+
+
+def test_agreement_on_a_dataset_that_is_not_configured_lists_those_that_are(tmp_path, write_params):
+    raw = tiny_params()
+    raw["bench"]["agreement"]["dataset"] = "rafdb"
+    params = load_params(write_params(raw))
+    with pytest.raises(ParamsError, match=r"dataset 'rafdb' is not in params\.yaml's datasets"):
+        bench.run(params, tmp_path)

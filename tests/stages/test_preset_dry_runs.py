@@ -143,6 +143,8 @@ def _dry_run(raw: dict[str, Any], name: str, dataset: dict[str, Any]) -> dict[st
         raw["train"][model]["train"].update(epochs=1, max_steps_per_epoch=1)
     cheap = {"batch_sizes": [1], "repeats": 1, "block_seconds": 0.05}
     raw["bench"].update(cheap, models=["efficientface"], onnx=False, int8=False, memory=False)
+    raw["bench"].update(openvino=False, threads=[1])
+    raw["bench"]["agreement"]["dataset"] = name  # the checkpoint this run trains
     return raw
 
 
