@@ -126,15 +126,15 @@ def _qualified(results: Mapping[str, Any], model: str) -> Sequence[str]:
 
 
 def _figure(
-    results: Mapping[str, Any], key: str, threads: int | None
+    results: Mapping[str, Any], key: str, group: str | None
 ) -> tuple[list[float], str | None] | None:
-    """Per-round values of a figure and, for a speed, the runtime it is; None if absent."""
+    """Per-round values of a figure (a speed's in timing group `group`) and, for a speed,
+    the runtime it is; None if absent."""
     if key.startswith("memory:"):
         model, measure = key.removeprefix("memory:").split("/")
         entry = results["memory"].get(model, {}).get(measure)
         return None if entry is None else ([entry["mb"]], None)
-    model, runtime, batch = key.split("/")
-    group = f"{batch}-t{threads}"
+    model, runtime, _ = key.split("/")
     per_runtime = results["cpu"].get(model, {})
     candidates = _qualified(results, model) if runtime == "deployment" else (runtime,)
     entries = {r: per_runtime[r][group] for r in candidates if group in per_runtime.get(r, {})}
@@ -167,8 +167,12 @@ def evaluate_targets(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 (f"{key}@{n}t", n) for n in counts if target.threads is None or n in target.threads
             ]
         for name, threads in settings:
-            numerator = _figure(results, target.numerator, threads)
-            denominator = _figure(results, target.denominator, threads)
+            group = None
+            if threads is not None:
+                model, _, batch = target.numerator.split("/")
+                group = group_key(int(batch.removeprefix("b")), threads)
+            numerator = _figure(results, target.numerator, group)
+            denominator = _figure(results, target.denominator, group)
             if numerator is None or denominator is None:
                 continue
             (num_blocks, runtime), (den_blocks, _) = numerator, denominator
@@ -187,12 +191,11 @@ def evaluate_targets(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 **value,
             }
             if threads is not None:
-                model, _, batch = target.numerator.split("/")
                 fraction = results["flop_bound"][model]["fraction"]
                 entry.update(
                     threads=threads,
                     runtime=runtime,
-                    flop_bound_share=fraction.get(f"{runtime}/{batch}-t{threads}"),
+                    flop_bound_share=fraction.get(f"{runtime}/{group}"),
                 )
             evaluated[name] = entry
     return evaluated
