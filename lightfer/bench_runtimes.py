@@ -105,6 +105,10 @@ def export_runtimes(
             files[runtime] = quantize_int8(
                 files["onnx_fp32"], Path(f"{stem}-{runtime}.onnx"), calibration
             )
+        elif runtime == "openvino_bf16" and "openvino_fp32" in files:
+            # The same graph and float32 weights; bf16 is the hint `runtime_forward` compiles
+            # it with (what `lightfer export --bf16` records in its copy).
+            files[runtime] = files["openvino_fp32"]
         else:
             files[runtime] = export_openvino(
                 model,
