@@ -202,6 +202,11 @@ def summary_path(root: Path) -> Path:
 # The powered AU study (`studies/au/`, whose root holds its own data, models and reports).
 
 
+def au_study_root(root: Path) -> Path:
+    """`studies/au/`: the AU study's own pipeline, params, data, models and reports."""
+    return root / "studies" / "au"
+
+
 def arm_run_name(arm: str, seed: int) -> str:
     """An AU-study training run: `<arm>-seed<k>`."""
     return f"{arm}-seed{seed}"

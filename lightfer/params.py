@@ -433,6 +433,62 @@ class StudyParams(_Section):
     )
 
 
+class StudyArm(_Section):
+    """One training configuration of the AU study (`au_study.arms.<name>`).
+
+    `regime`: sll (hard labels), ldl (the LDG's soft labels), truth (the synthetic faces'
+    true distributions: the upper bound), sll_au and ldl_au (either plus the AU term over a
+    K-neighbour graph in `space`). For sll_au the neighbours' fixed targets are their hard
+    labels (`source: ldg` reads "fixed targets"), so averaging can only remove label noise.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    regime: Literal["sll", "ldl", "truth", "sll_au", "ldl_au"]
+    space: Literal["oracle", "geometry", "landmarks"] = Field(
+        "oracle", description="the AU term's space: oracle AUs plus noise, or landmark spaces"
+    )
+    noise: float = Field(0.0, ge=0.0, le=10.0, description="oracle: AU noise std (0-5 scale)")
+    source: Literal["bank", "ldg", "batch"] = Field("ldg", description="see au_loss.source")
+    weight: float = Field(1.0, alias="lambda", ge=0.0, le=1000.0, description="lambda")
+    k: int = Field(8, ge=1, le=256, description="neighbours per training face")
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether the arm trains with the AU term (and so needs a neighbour graph)."""
+        return self.regime.endswith("_au")
+
+
+class AuStudyParams(_Section):
+    """`au_study`: the powered AU study (`studies/au/`): arms x seeds, paired comparisons."""
+
+    dataset: str = Field(description="the synthetic dataset of `datasets` the study uses")
+    seeds: tuple[Annotated[int, Field(ge=0)], ...] = Field(
+        min_length=2, description="training seeds; every arm trains every seed (pairing)"
+    )
+    arms: dict[str, StudyArm] = Field(min_length=2, description="name -> training setup")
+    comparisons: dict[str, tuple[str, str]] = Field(
+        min_length=1, description="name -> (baseline arm, arm): the arm's gain over it"
+    )
+    target_lambdas: tuple[Annotated[float, Field(ge=0.0)], ...] = Field(
+        (0.3, 1.0, 3.0, 10.0), description="lambdas of the offline target-quality table"
+    )
+    bootstrap: int = Field(2000, ge=200, description="bootstrap replicates per comparison")
+    level: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of intervals")
+    power: float = Field(0.8, gt=0.5, lt=1.0, description="power of the detectable effect")
+
+    @model_validator(mode="after")
+    def _comparisons_name_arms(self) -> AuStudyParams:
+        for name, pair in self.comparisons.items():
+            unknown = [arm for arm in pair if arm not in self.arms]
+            if unknown:
+                raise ValueError(
+                    f"comparisons.{name}: {', '.join(unknown)} is not an arm "
+                    f"(arms: {', '.join(self.arms)})"
+                )
+        return self
+
+
 class Params(_Section):
     """The whole of `params.yaml`."""
 
@@ -446,6 +502,9 @@ class Params(_Section):
     knn: KnnParams = Field(default_factory=KnnParams)
     au_loss: AuLossParams = Field(default_factory=AuLossParams)
     study: StudyParams = Field(default_factory=StudyParams)
+    au_study: AuStudyParams | None = Field(
+        None, description="the powered AU study's design (studies/au/params.yaml only)"
+    )
 
     @model_validator(mode="after")
     def _synthetic_only(self) -> Params:
@@ -456,6 +515,11 @@ class Params(_Section):
                 f"use geometry for {', '.join(sorted(set(self.datasets) - synthetic))}"
             )
         self._openface_csvs_present()
+        if self.au_study is not None and self.au_study.dataset not in synthetic:
+            raise ValueError(
+                f"au_study.dataset: {self.au_study.dataset!r} is not a synthetic dataset in "
+                f"datasets (configured synthetic: {', '.join(sorted(synthetic)) or 'none'})"
+            )
         if set(self.study.datasets) - synthetic:
             raise ValueError(
                 f"study.datasets: {', '.join(sorted(set(self.study.datasets) - synthetic))} "

@@ -45,9 +45,11 @@ from lightfer.tables import (
 
 __all__ = [
     "PAPER",
+    "AuStudyResult",
     "DatasetMetrics",
     "Report",
     "au_section",
+    "au_study_section",
     "build_report",
     "confusion_section",
     "curves_section",
@@ -175,6 +177,16 @@ class DatasetMetrics:
     def ceiling(self) -> Mapping[str, float] | None:
         """The synthetic task's test ceiling (prepare.json), if recorded."""
         return (self.prepare or {}).get("ceiling_test")
+
+
+@dataclass(frozen=True)
+class AuStudyResult:
+    """The powered AU study's `au_study.json`, and its figure and tables as the report
+    links them."""
+
+    result: Mapping[str, Any]
+    figure: str
+    tables: str
 
 
 @dataclass(frozen=True)
@@ -986,6 +998,56 @@ def study_section(data: DatasetMetrics) -> str:
 # --------------------------------------------------------------------------------- report
 
 
+def _reading(gain: Mapping[str, Any]) -> str:
+    """What a paired interval says: helps, hurts, or not resolved at this design's power."""
+    if gain["ci_low"] > 0:
+        return "helps"
+    if gain["ci_high"] < 0:
+        return "hurts"
+    return f"no effect resolved (a true gain of {gain['mde']:.1f} points would show)"
+
+
+def au_study_section(study: AuStudyResult | None) -> str:
+    """Does the AU term help? The powered study's comparisons, figure and reading."""
+    if study is None:
+        return (
+            "The powered AU study has no committed results here: `dvc repro "
+            "studies/au/dvc.yaml` runs it (about 75 minutes on 2 CPU cores).\n"
+        )
+    result = study.result
+    design = result["design"]
+    refs = result["references"]
+    rows = [
+        [
+            name,
+            f"{entry['arm']} − {entry['baseline']}",
+            f"{tables.num(entry['accuracy']['mean_difference'], 2, sign=True)} "
+            f"[{tables.num(entry['accuracy']['ci_low'], 2, sign=True)}, "
+            f"{tables.num(entry['accuracy']['ci_high'], 2, sign=True)}]",
+            tables.num(entry["accuracy"]["mde"], 2),
+            _reading(entry["accuracy"]),
+        ]
+        for name, entry in result["comparisons"].items()
+    ]
+    ldl = result["arms"]["ldl"]["accuracy"]["mean"] if "ldl" in result["arms"] else None
+    return (
+        f"The powered study (`studies/au/`, its own DVC pipeline): {len(design['seeds'])} "
+        f"seeds x {design['test_faces']} test faces of its own synthetic dataset, every arm "
+        f"on the same seeds and faces, each keeping the {design['selection']}. EfficientFace "
+        f"LDL reaches {tables.num(ldl, 2)}% beside the LDG's "
+        f"{tables.num(refs['ldg_accuracy'], 2)}% and a logistic regression on the true AUs' "
+        f"{tables.num(refs['true_au_logistic_accuracy'], 2)}%. Accuracy gains in points, "
+        f"{design['level']:.0%} intervals over seeds and faces; MDE: the smallest true gain "
+        f"detected with {design['power']:.0%} power. All tables, with true-majority "
+        f"accuracy, KL and the offline target quality: [au_study.md]({study.tables}).\n\n"
+        f"![AU term: gain over LDL against AU noise]({study.figure})\n\n"
+        + tables.markdown_table(
+            ["comparison", "arms", "accuracy gain [CI]", "MDE", "reading"], rows
+        )
+        + "\n"
+    )
+
+
 def _per_dataset(datasets: Sequence[DatasetMetrics], render: Any) -> str:
     return "\n".join(f"### {d.name}\n\n{render(d)}" for d in datasets)
 
@@ -997,6 +1059,7 @@ def build_report(
     ldg_arch: str,
     ef_arch: str,
     inputs: Sequence[tuple[str, bool]] = (),
+    au_study: AuStudyResult | None = None,
 ) -> Report:
     """The whole report: the paper's three tables, then the per-dataset sections.
 
@@ -1006,6 +1069,7 @@ def build_report(
         ldg_arch: `train.ldg.arch`.
         ef_arch: `train.ef.arch`.
         inputs: (path, exists) of every file the report looked for, listed at the end.
+        au_study: the powered AU study's committed results, if any.
 
     Returns:
         The Markdown, its section headings (`##` and `###`) and the figure links.
@@ -1026,6 +1090,7 @@ def build_report(
         ("Soft labels", _per_dataset(datasets, soft_label_section)),
         ("Auxiliary (AU) space", _per_dataset(datasets, au_section)),
         ("AU-noise study", _per_dataset(datasets, study_section)),
+        ("Does the AU term help?", au_study_section(au_study)),
     ]
     if inputs:
         sections.append(
@@ -1060,4 +1125,6 @@ def build_report(
     for d in datasets:
         figures += [*([d.curves] if d.curves else []), *d.confusion.values()]
         figures += [link for f in d.aux_figures.values() for link in f.values()]
+    if au_study is not None:
+        figures.append(au_study.figure)
     return Report(markdown=markdown, sections=headings, figures=figures)

@@ -5,6 +5,11 @@ their stages have run, `prepare.json`, `soft_labels.json`, `knn.json`, `aux_anal
 `study.json` (datasets in `study.datasets`), the per-epoch training CSVs and JSONs in
 `train/`, and the figures in `confusion/` and `aux/`; and `reports/bench/bench.json`
 (required). The training curves are drawn here, into the report's figures folder.
+
+The powered AU study (`studies/au/`) is its own DVC pipeline, and its committed results are
+read as they are: declaring them as a DVC dependency would make `dvc repro` of this
+pipeline re-run the study (about 75 minutes) wherever its cache is absent, as in a fresh
+clone. They are listed under the report's inputs, and a test holds the report to them.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Any
 
 from lightfer import catalog
 from lightfer.errors import StageOutputError
-from lightfer.params import Params
-from lightfer.report import DatasetMetrics, plot_training_curves
+from lightfer.params import Params, load_params
+from lightfer.report import AuStudyResult, DatasetMetrics, plot_training_curves
 
 __all__ = ["ReportInputs", "gather_report_inputs"]
 
@@ -32,6 +37,7 @@ class ReportInputs:
     datasets: list[DatasetMetrics]
     bench: dict[str, Any]
     inputs: list[tuple[str, bool]]
+    au_study: AuStudyResult | None = None
 
 
 def _read_json(path: Path, stage: str, dataset: str | None = None) -> dict[str, Any]:
@@ -146,4 +152,23 @@ def gather_report_inputs(params: Params, root: Path, figures_dir: Path) -> Repor
     reader = _Reader(root)
     datasets = [_dataset(params, reader, name, figures_dir) for name in params.datasets]
     reader.record(bench_path)
-    return ReportInputs(datasets=datasets, bench=bench, inputs=reader.inputs)
+    au_study = _au_study(reader)
+    return ReportInputs(datasets=datasets, bench=bench, inputs=reader.inputs, au_study=au_study)
+
+
+def _au_study(reader: _Reader) -> AuStudyResult | None:
+    """The AU study's committed comparisons and the links to its figure and tables."""
+    study_root = catalog.au_study_root(reader.root)
+    params_path = study_root / "params.yaml"
+    if not params_path.is_file():
+        return None
+    dataset = load_params(params_path).au_study.dataset
+    result = reader.optional_json(catalog.stage_metrics_path(study_root, dataset, "au_study"))
+    if result is None:
+        return None
+    tables = catalog.stage_metrics_path(study_root, dataset, "au_study").with_suffix(".md")
+    return AuStudyResult(
+        result=result,
+        figure=reader.link(catalog.au_study_figure_path(study_root, dataset)),
+        tables=reader.link(tables),
+    )

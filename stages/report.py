@@ -39,6 +39,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         ldg_arch=params.train.ldg.arch,
         ef_arch=params.train.ef.arch,
         inputs=gathered.inputs,
+        au_study=gathered.au_study,
     )
     path = catalog.report_path(root)
     broken = [link for link in report.figures if not (path.parent / link).is_file()]
