@@ -74,7 +74,6 @@ from lightfer.bench_runtimes import (
 )
 from lightfer.bench_targets import AGREEMENT_BOUND, TARGETS, evaluate_targets, group_key, ratio
 from lightfer.export import INPUT_NAME, inference_session
-from lightfer.face_batches import cache_split, normalised_batches
 from lightfer.labels import NUM_CLASSES
 from lightfer.models import create_model, recalibrate_batchnorm
 from lightfer.models.efficientface import EfficientFace
@@ -705,6 +704,8 @@ def _load_trained(checkpoint: Path, models: Sequence[str]) -> Any:
 
 def _face_batches(trained: Any, faces: Path, split: str, limit: int, image_size: int) -> Any:
     """Normalised batches of a split's faces, as the trained model takes them, at a size."""
+    from lightfer.face_batches import cache_split, normalised_batches  # imports the params
+
     crops, rows = cache_split(faces, split, limit=limit)
     return normalised_batches(
         crops, rows, mean=trained.mean, std=trained.std, image_size=image_size

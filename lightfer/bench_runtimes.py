@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,7 +26,9 @@ from lightfer.export import (
     inference_session,
     quantize_int8,
 )
-from lightfer.face_batches import FaceBatches
+
+if TYPE_CHECKING:
+    from lightfer.face_batches import FaceBatches
 
 __all__ = [
     "DEPLOYMENT_RUNTIMES",
