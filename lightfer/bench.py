@@ -3,17 +3,22 @@
 Table 3 of the seed paper (after Zhao et al., AAAI 2021, https://github.com/zengqunzhao/
 EfficientFace) compares EfficientFace with the ResNet-50 LDG by parameters, FLOPs, GPU
 batches/s at batch 16, CPU images/s at batch 1 and inference memory. `run_benchmark`
-measures those for any registered models, in eager PyTorch and on the deployment path
-(ONNX Runtime fp32 and int8), and returns a plain JSON-able dict; `format_markdown` renders
-it. Every model is measured in the same process and run, so only same-run ratios are
-meaningful across machines.
+measures those for any registered models, in eager PyTorch (EfficientFace also computed as
+the official code computes it, `lightfer.models.official_forward`) and on the deployment
+runtimes (`lightfer.bench_runtimes`: ONNX Runtime fp32 and int8, OpenVINO fp32, bf16 and
+int8), with each runtime's agreement with the fp32 PyTorch model when a trained checkpoint
+and its test faces are given, and evaluates the targets (`lightfer.bench_targets`); it
+returns a plain JSON-able dict, which `format_markdown` renders. Every model is measured in
+the same process and run, so only same-run ratios are meaningful across machines.
 
 How speed is measured (see `measure_throughput`): after a warm-up, the variants run in
 rounds; each round visits every variant once, in a freshly shuffled order, for a block of
 about `block_seconds`; a variant's figure is the median over rounds of its per-block rate.
 Interleaving matters on shared machines whose speed drifts by tens of percent within
-minutes. A square fp32 GEMM runs as one more variant: its rate is the machine's attainable
-FLOP rate, against which the deployment path's FLOP-bound fraction is reported.
+minutes. Each thread count is one such timing group. A square fp32 GEMM runs as one more
+variant: its rate is the machine's attainable FLOP rate, against which each runtime's
+FLOP-bound fraction is reported. The other processes' CPU use during each group is
+recorded too: on two cores, one busy process makes 2-thread PyTorch figures worthless.
 
 Device speed (`measure_device_speed`, `format_device_speed`): training-step and inference
 batches/s of models on one device (a GPU, or the CPU with tiny sizes in tests), AMP off and
