@@ -155,7 +155,7 @@ def predict_soft_labels(
     soft = np.full((num_rows, result["probs"].shape[1]), np.nan, dtype=np.float32)
     soft[result["rows"]] = result["probs"]
     logger.info(
-        "soft labels for %d of %d rows (temperature %g), LDG accuracy %.4f on them",
+        "distributions for %d of %d rows (temperature %g), top-1 accuracy %.4f on them",
         len(result["rows"]),
         num_rows,
         temperature,
