@@ -9,6 +9,7 @@ checkpoint does.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -174,7 +175,8 @@ def test_export_prints_each_precision_with_its_agreement(exported):
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{out}: float32, ") and " MB, 64 px" in lines[0]
     assert lines[1].startswith(f"{out.with_name('model.int8.xml')}: int8, ")
-    assert "calibrated on 3 face images" in lines[1] and "top-1 agreement 100%" in lines[1]
+    assert "calibrated on 3 face images" in lines[1]
+    assert re.search(r"top-1 agreement \d+% on 3 calibration inputs$", lines[1])
     assert len(lines) == (3 if cpu_supports_bf16() else 2)
     int8 = out.with_name("model.int8.xml")
     assert int8.with_suffix(".bin").stat().st_size < out.with_suffix(".bin").stat().st_size / 2
