@@ -251,8 +251,9 @@ class BenchParams(_Section):
     )
     agreement: BenchAgreement | None = Field(
         default_factory=BenchAgreement,
-        description="a trained EfficientFace for the runtimes' agreement with it; null: "
-        "random weights, no agreement",
+        description="a trained EfficientFace for the runtimes' agreement with it (dvc.yaml's "
+        "bench stage depends on its checkpoint and faces); null: random weights, no agreement, "
+        "for `python -m stages.bench` outside DVC",
     )
 
 
