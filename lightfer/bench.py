@@ -61,11 +61,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -78,7 +76,6 @@ from lightfer.bench_runtimes import (
     runtime_forward,
 )
 from lightfer.bench_targets import AGREEMENT_BOUND, TARGETS, evaluate_targets, group_key, ratio
-from lightfer.export import INPUT_NAME, inference_session
 from lightfer.labels import NUM_CLASSES
 from lightfer.models import create_model, recalibrate_batchnorm
 from lightfer.models.efficientface import EfficientFace
@@ -243,46 +240,6 @@ def measure_tensor_memory(model: nn.Module, *, image_size: int) -> dict[str, flo
     return {"mb": total, "weights_mb": weights, "input_mb": inputs, "activations_mb": activations}
 
 
-def _rss_kb(field: str) -> int:
-    """Return a `/proc/self/status` memory field (VmRSS, VmHWM) in KiB."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
-
-
-def _tiny_onnx_model() -> bytes:
-    """A one-node ONNX graph, to initialise ONNX Runtime before measuring a model."""
-    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("a", "b")]
-    graph = helper.make_graph([helper.make_node("Relu", ["a"], ["b"])], "relu", io[:1], io[1:])
-    return helper.make_model(graph).SerializeToString()
-
-
-def _probe_memory(runtime: str, target: str, image_size: str, num_threads: str, out: str) -> None:
-    """Body of the `measure_memory` subprocess; writes its measurement as JSON to `out`."""
-    threads = int(num_threads)
-    torch.set_num_threads(threads)
-    x = torch.randn(1, 3, int(image_size), int(image_size))
-    if runtime == "eager":
-        with torch.inference_mode():
-            F.conv2d(torch.ones(1, 3, 8, 8), torch.ones(4, 3, 3, 3))
-    else:
-        tiny = onnxruntime.InferenceSession(_tiny_onnx_model(), providers=["CPUExecutionProvider"])
-        tiny.run(None, {"a": np.ones((1, 4), np.float32)})
-    try:  # writing 5 resets the kernel's peak-RSS counter (VmHWM) to the current RSS
-        Path("/proc/self/clear_refs").write_text("5")
-        peak_reset = True
-    except OSError:
-        peak_reset = False
-    before = _rss_kb("VmRSS")
-    if runtime == "eager":
-        model = create_model(target).eval()
-        with torch.inference_mode():
-            model(x)
-    else:
-        inference_session(target, num_threads=threads).run(None, {INPUT_NAME: x.numpy()})
-    growth = _rss_kb("VmHWM") - before
-    Path(out).write_text(json.dumps({"growth_kb": growth, "peak_reset": peak_reset}))
-
-
 def measure_memory(
     runtime: str, target: str | Path, *, image_size: int, num_threads: int = 1, repeats: int = 1
 ) -> dict[str, Any]:
@@ -310,7 +267,7 @@ def measure_memory(
     if runtime not in ("eager", "onnx"):
         raise ValueError(f"runtime must be 'eager' or 'onnx', got {runtime!r}")
     samples, peak_reset = [], True
-    code = "import sys; from lightfer.bench import _probe_memory; _probe_memory(*sys.argv[1:])"
+    code = "import sys; from lightfer.memory_probe import probe; probe(*sys.argv[1:])"
     with tempfile.TemporaryDirectory(prefix="lightfer-memory-") as scratch:
         out = Path(scratch) / "probe.json"
         for _ in range(repeats):

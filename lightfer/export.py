@@ -46,6 +46,8 @@ from torch import Tensor, nn
 from lightfer.errors import ExportError
 from lightfer.io import atomic_path
 from lightfer.models.checkpoint import check_inference_metadata
+from lightfer.onnx_session import INPUT_NAME, OUTPUT_NAME
+from lightfer.onnx_session import inference_session as onnx_session
 
 __all__ = [
     "INPUT_NAME",
@@ -62,8 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 
 CalibrationBatches = Iterable[Tensor | np.ndarray] | Callable[[], Iterable[Tensor | np.ndarray]]
 
@@ -147,13 +147,9 @@ def inference_session(path: str | Path, *, num_threads: int | None = None) -> or
             PyTorch and ONNX Runtime are compared on the same number of cores.
 
     Returns:
-        The session.
+        The session (`lightfer.onnx_session.inference_session`).
     """
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = num_threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx_session(path, num_threads=num_threads or torch.get_num_threads())
 
 
 def verify_onnx(
