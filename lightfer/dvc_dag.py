@@ -83,8 +83,14 @@ def load_stages(root: Path, only: Sequence[str] = ()) -> list[DvcStage]:
         # Upstream first; among stages free to go, the order of dvc.yaml (stable across runs).
         ordered = nx.lexicographical_topological_sort(graph.reverse(copy=False), declared.get)
         order = {stage: i for i, stage in enumerate(ordered)}
-        stages = sorted((stage for stage in declared if stage.cmd), key=order.__getitem__)
         root_path = Path(repo.root_dir)
+        # Only this dvc.yaml's stages: the index also holds other pipelines of the repository
+        # (studies/au/dvc.yaml, the AU study, is run on its own with `dvc repro <its file>`).
+        own = (root_path / "dvc.yaml").resolve()
+        stages = sorted(
+            (s for s in declared if s.cmd and Path(s.path).resolve() == own),
+            key=order.__getitem__,
+        )
         chosen = [s for s in stages if not only or _selected(s.addressing, only)]
         unknown = [
             name for name in only if not any(_selected(s.addressing, [name]) for s in stages)

@@ -168,3 +168,19 @@ def test_dask_fan_out_records_every_stage(harness, tmp_path):
     assert outcome == {"a": "ran", "b": "ran", "c": "ran"}
     assert (root / "out/b.txt").read_text() == "b=1 <- a=1"
     assert "Data and pipelines are up to date" in _dvc(root, "status")
+
+
+def test_the_flow_takes_only_the_root_pipeline_not_the_studies_beside_it(tmp_path, monkeypatch):
+    """studies/au/dvc.yaml is in DVC's index too, but it runs on its own (75 minutes)."""
+    from lightfer.dvc_dag import load_stages
+
+    monkeypatch.chdir(tmp_path)  # DVC names stages relative to the working directory
+
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=ENV, check=True)
+    stage = {"cmd": "echo main > main.txt", "outs": ["main.txt"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"main": stage}}))
+    study = tmp_path / "studies" / "au"
+    study.mkdir(parents=True)
+    other = {"cmd": "echo study > study.txt", "outs": ["study.txt"]}
+    (study / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"arm": other}}))
+    assert [s.name for s in load_stages(tmp_path)] == ["main"]
