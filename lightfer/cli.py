@@ -124,6 +124,21 @@ def apply_preset(
         )
 
 
+# Options `predict` and `serve` share.
+_Device = Annotated[
+    str, typer.Option("--device", help="torch device of the model and the detector.")
+]
+_Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads. Default: torch's default (all cores).",
+        show_default=False,
+    ),
+]
+
+
 @app.command("predict")
 def predict(
     paths: Annotated[
@@ -171,18 +186,8 @@ def predict(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Faces per forward pass.")
     ] = 32,
-    device: Annotated[
-        str, typer.Option("--device", help="torch device of the model and the detector.")
-    ] = "cpu",
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads",
-            min=1,
-            help="CPU threads. Default: torch's default (all cores).",
-            show_default=False,
-        ),
-    ] = None,
+    device: _Device = "cpu",
+    threads: _Threads = None,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")
     ] = True,
@@ -615,18 +620,8 @@ def serve(
         int,
         typer.Option("--max-upload-mb", min=1, help="Largest photo accepted, in MB (10^6 bytes)."),
     ] = 20,
-    device: Annotated[
-        str, typer.Option("--device", help="torch device of the model and the detector.")
-    ] = "cpu",
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads",
-            min=1,
-            help="CPU threads. Default: torch's default (all cores).",
-            show_default=False,
-        ),
-    ] = None,
+    device: _Device = "cpu",
+    threads: _Threads = None,
 ) -> None:
     """Serve the model's web page: drop a photo or take one with the webcam, see each face's
     expression distribution.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,6 +239,22 @@ def _load_torch(
     )
 
 
+def _exported(
+    path: Path, source: str, info: Mapping[str, object], forward: Callable[..., np.ndarray]
+) -> InferenceModel:
+    """An exported model (no arch) described by its file's lightfer metadata."""
+    return InferenceModel(
+        path=path,
+        source=source,
+        arch="",
+        classes=info["classes"],  # type: ignore[arg-type]
+        image_size=info["image_size"],  # type: ignore[arg-type]
+        mean=info["mean"],  # type: ignore[arg-type]
+        std=info["std"],  # type: ignore[arg-type]
+        forward=forward,
+    )
+
+
 def _load_onnx(
     path: Path, *, threads: int | None, expected: Sequence[str] | None
 ) -> InferenceModel:
@@ -264,16 +280,7 @@ def _load_onnx(
     def forward(batch: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
-    return InferenceModel(
-        path=path,
-        source="onnx",
-        arch="",
-        classes=info["classes"],  # type: ignore[arg-type]
-        image_size=info["image_size"],  # type: ignore[arg-type]
-        mean=info["mean"],  # type: ignore[arg-type]
-        std=info["std"],  # type: ignore[arg-type]
-        forward=forward,
-    )
+    return _exported(path, "onnx", info, forward)
 
 
 def _load_openvino(
@@ -283,13 +290,4 @@ def _load_openvino(
 
     forward, info = load_openvino(path, num_threads=threads)
     _check_classes(info["classes"], expected, f"OpenVINO model {path}")  # type: ignore[arg-type]
-    return InferenceModel(
-        path=path,
-        source="openvino",
-        arch="",
-        classes=info["classes"],  # type: ignore[arg-type]
-        image_size=info["image_size"],  # type: ignore[arg-type]
-        mean=info["mean"],  # type: ignore[arg-type]
-        std=info["std"],  # type: ignore[arg-type]
-        forward=forward,
-    )
+    return _exported(path, "openvino", info, forward)
