@@ -14,7 +14,7 @@ test distributions are kept per face (`sample_id`), which the comparisons resamp
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from lightfer.knn import NeighbourGraph, training_graph
 from lightfer.labels import CLASSES, NUM_CLASSES
 from lightfer.losses import AUNeighbourKL, Regime, build_regime, with_au_term
 from lightfer.manifest import read_manifest
+from lightfer.parallel import map_in_workers
 from lightfer.params import AuStudyParams, Params, StudyArm
 from lightfer.splits import Splits
 from lightfer.training.neighbours import dense_neighbour_table
@@ -122,7 +123,9 @@ def train_arm(
 ) -> tuple[list[dict[str, Any]], pa.Table]:
     """Train `arm_name` for every study seed; return per-seed summaries and test outputs.
 
-    Writes each seed's checkpoint to `models/<dataset>/arms/<arm>/seed<k>.pt`. Returns the
+    The seeds train `au_study.workers` at a time, each in its own process
+    (`lightfer.parallel`). Writes each seed's checkpoint to
+    `models/<dataset>/arms/<arm>/seed<k>.pt`. Returns the
     summaries (training summary and test metrics per seed) and a table of every seed's test
     distributions (`seed`, `sample_id`, `label`, `p_<class>`...).
     """
@@ -143,47 +146,72 @@ def train_arm(
         graph, graph_report = training_graph(
             vectors, splits, knn=knn, threads=params.base.threads, seed=params.base.seed
         )
-    training_splits = replace(splits, val=_NO_ROWS, test=_NO_ROWS)  # the last epoch is kept
     settings = {
         **params_values(params, "base.seed", "align.crop_size", "train.ef", "knn"),
         "arm": arm.model_dump(mode="json", by_alias=True),
+        "workers": study.workers,  # it sets each run's thread count, which moves its floats
     }
     inputs = [catalog.faces_dir(root, dataset), catalog.manifest_path(root, dataset)]
     if soft is not None and arm.regime != "truth":
         inputs += [catalog.soft_labels_path(root, dataset), catalog.ldg_path(root, dataset)]
-    summaries, tables = [], []
-    for seed in study.seeds:
-        run = catalog.arm_run_name(arm_name, seed)
-        model_path = catalog.arm_models_dir(root, dataset, arm_name) / f"seed{seed}.pt"
-        logs_dir = catalog.arm_report_path(root, dataset, arm_name).parent / arm_name
-        regime, extra = _regime(arm, splits, soft, graph)
-        training = train_model(
-            root,
-            stage_run=catalog.stage_run_name("au-study", run),
-            settings=settings,
-            inputs=inputs,
-            model_path=model_path,
-            logs=(logs_dir / f"seed{seed}.csv", logs_dir / f"seed{seed}.json"),
-            dataset=dataset,
-            model_cfg=params.train.ef,
-            regime=regime,
-            seed=seed,
-            splits=training_splits,
-            image_size=params.align.crop_size,
-            soft=soft,
-            **extra,
-        )
-        probs = _test_distributions(model_path, splits, params.align.crop_size)
-        metrics = classification_metrics(probs, splits.labels[splits.test], CLASSES)
-        metrics.pop("confusion_matrix")
-        if splits.true_dist is not None:
-            metrics.update(ldl_metrics(probs, splits.true_dist[splits.test]))
-        summaries.append({"seed": seed, "training": training, "test": metrics})
-        tables.append(_predictions_table(seed, splits, probs))
-        logger.info("%s seed %d: test accuracy %.4f", arm_name, seed, metrics["accuracy"])
+    jobs = [
+        _SeedJob(root, arm_name, arm, seed, splits, soft, graph, settings, inputs, params)
+        for seed in study.seeds
+    ]
+    results = map_in_workers(_train_seed, jobs, workers=study.workers, threads=params.base.threads)
+    summaries = [summary for summary, _ in results]
     if graph_report is not None:
         summaries = [{**summary, "graph": graph_report} for summary in summaries]
-    return summaries, pa.concat_tables(tables)
+    return summaries, pa.concat_tables([table for _, table in results])
+
+
+@dataclass(frozen=True)
+class _SeedJob:
+    """What one seed of an arm needs, sent whole to a worker process."""
+
+    root: Path
+    arm_name: str
+    arm: StudyArm
+    seed: int
+    splits: Splits
+    soft: np.ndarray | None
+    graph: NeighbourGraph | None
+    settings: dict[str, Any]
+    inputs: list[Path]
+    params: Params
+
+
+def _train_seed(job: _SeedJob) -> tuple[dict[str, Any], pa.Table]:
+    """Train one seed of an arm; its summary and its test distributions."""
+    dataset, splits, params = study_of(job.params).dataset, job.splits, job.params
+    run = catalog.arm_run_name(job.arm_name, job.seed)
+    model_path = catalog.arm_models_dir(job.root, dataset, job.arm_name) / f"seed{job.seed}.pt"
+    logs_dir = catalog.arm_report_path(job.root, dataset, job.arm_name).parent / job.arm_name
+    regime, extra = _regime(job.arm, splits, job.soft, job.graph)
+    training = train_model(
+        job.root,
+        stage_run=catalog.stage_run_name("au-study", run),
+        settings=job.settings,
+        inputs=job.inputs,
+        model_path=model_path,
+        logs=(logs_dir / f"seed{job.seed}.csv", logs_dir / f"seed{job.seed}.json"),
+        dataset=dataset,
+        model_cfg=params.train.ef,
+        regime=regime,
+        seed=job.seed,
+        splits=replace(splits, val=_NO_ROWS, test=_NO_ROWS),  # the last epoch is kept
+        image_size=params.align.crop_size,
+        soft=job.soft,
+        **extra,
+    )
+    probs = _test_distributions(model_path, splits, params.align.crop_size)
+    metrics = classification_metrics(probs, splits.labels[splits.test], CLASSES)
+    metrics.pop("confusion_matrix")
+    if splits.true_dist is not None:
+        metrics.update(ldl_metrics(probs, splits.true_dist[splits.test]))
+    logger.info("%s seed %d: test accuracy %.4f", job.arm_name, job.seed, metrics["accuracy"])
+    summary = {"seed": job.seed, "training": training, "test": metrics}
+    return summary, _predictions_table(job.seed, splits, probs)
 
 
 def _test_distributions(model_path: Path, splits: Splits, image_size: int) -> np.ndarray:

@@ -474,6 +474,12 @@ class AuStudyParams(_Section):
     target_lambdas: tuple[Annotated[float, Field(ge=0.0)], ...] = Field(
         (0.3, 1.0, 3.0, 10.0), description="lambdas of the offline target-quality table"
     )
+    workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="seeds trained at once, each process with base.threads // workers threads",
+    )
     bootstrap: int = Field(2000, ge=200, description="bootstrap replicates per comparison")
     level: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of intervals")
     power: float = Field(0.8, gt=0.5, lt=1.0, description="power of the detectable effect")
