@@ -37,7 +37,7 @@ test: venv browser
 
 ## The slow tier: pipeline-level tests (DVC, Prefect, preset dry runs, kills and resumes).
 test-slow: venv
-	$(PYTEST) --dist load -m slow
+	$(PYTEST) --dist load -m slow --durations=15
 
 ## After `make repro`: params and metrics now against the committed dvc.lock and reports.
 results-diff: venv

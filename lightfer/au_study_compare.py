@@ -79,8 +79,8 @@ def _with_anova_mde(difference: dict[str, Any]) -> dict[str, Any]:
     """Add `mde_anova`: the MDE from the crossed design's unbiased standard error.
 
     The seeds-and-faces bootstrap counts the seed x face interaction (a face flipping
-    between seeds, the largest part of a 0/1 difference's variance) about 2.6 times at 5
-    seeds (`lightfer.paired`), so its interval and `mde` are conservative; `mde_anova` is
+    between seeds, the largest part of a 0/1 difference's variance) about `3 - 2/S` times
+    (2.7 at 6 seeds; `lightfer.paired`), so its interval and `mde` are conservative; `mde_anova` is
     what the design detects by the method-of-moments standard error. The report states the
     conservative one and shows both.
     """

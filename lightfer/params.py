@@ -484,6 +484,19 @@ class AuStudyParams(_Section):
     level: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of intervals")
     power: float = Field(0.8, gt=0.5, lt=1.0, description="power of the detectable effect")
 
+    @field_validator("arms")
+    @classmethod
+    def _arm_names_are_dvc_keys(cls, arms: dict[str, StudyArm]) -> dict[str, StudyArm]:
+        """Each arm's stage reads `au_study.arms.<name>` as a DVC param, a dotted path."""
+        for name in arms:
+            if "." in name:
+                raise ValueError(
+                    f"arm {name!r}: DVC reads an arm's params at au_study.arms.<name>, a dotted "
+                    f"path, so a name cannot contain '.'; rename it, e.g. "
+                    f"{name.replace('.', '_')!r}"
+                )
+        return arms
+
     @model_validator(mode="after")
     def _comparisons_name_arms(self) -> AuStudyParams:
         for name, pair in self.comparisons.items():

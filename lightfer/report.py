@@ -49,6 +49,7 @@ __all__ = [
     "DatasetMetrics",
     "Report",
     "au_section",
+    "au_study_answer",
     "au_study_section",
     "build_report",
     "confusion_section",
@@ -1014,12 +1015,88 @@ def _reading(gain: Mapping[str, Any]) -> str:
     return f"no effect resolved (a true gain of {gain['mde']:.1f} points would show)"
 
 
+# The AU arm the paper describes, with clean AUs: every other AU arm changes one thing.
+_REFERENCE_AU_ARM = {"space": "oracle", "noise": 0.0, "source": "ldg", "lambda": 1.0, "k": 8}
+
+
+def gain_citation(name: str, entry: Mapping[str, Any]) -> str:
+    """A comparison as the report and the README cite it: `` `name` +g [lo, hi] (MDE m) ``."""
+    gain = entry["accuracy"]
+    mean, low, high = (
+        tables.num(gain[key], 2, sign=True) for key in ("mean_difference", "ci_low", "ci_high")
+    )
+    return f"`{name}` {mean} [{low}, {high}] (MDE {tables.num(gain['mde'], 2)})"
+
+
+def _is_reference_au_arm(setup: Mapping[str, Any], but: str | None = None) -> bool:
+    """Whether an AU arm's setup is the reference one, except perhaps in `but`."""
+    return all(setup[key] == value for key, value in _REFERENCE_AU_ARM.items() if key != but)
+
+
+def au_study_answer(result: Mapping[str, Any]) -> str:
+    """Does the AU term help? One paragraph from the study's numbers: the verdict with clean
+    AUs, how the gain moves with AU noise, and what that says of the paper's explanation
+    (noisy automatic AUs). Empty when the study has no LDL-versus-clean-AU comparison."""
+    arms, comparisons = result["arms"], result["comparisons"]
+    over_ldl = {
+        name: entry
+        for name, entry in comparisons.items()
+        if arms[entry["baseline"]]["setup"]["regime"] == "ldl"
+        and arms[entry["arm"]]["setup"]["regime"] == "ldl_au"
+    }
+    setups = {name: arms[entry["arm"]]["setup"] for name, entry in over_ldl.items()}
+    clean = [name for name, setup in setups.items() if _is_reference_au_arm(setup)]
+    if not clean:
+        return ""
+    reference = over_ldl[clean[0]]["accuracy"]
+    verdict = _reading(reference)
+    noisy = sorted(
+        (setup["noise"], name)
+        for name, setup in setups.items()
+        if _is_reference_au_arm(setup, but="noise") and setup["noise"] > 0
+    )
+    helps = [name for name, entry in over_ldl.items() if entry["accuracy"]["ci_low"] > 0]
+    hurts = [name for name, entry in over_ldl.items() if entry["accuracy"]["ci_high"] < 0]
+    text = [
+        f"With clean AUs, the paper's term over LDL: {gain_citation(clean[0], over_ldl[clean[0]])}"
+        f", {verdict}."
+    ]
+    if noisy:
+        text.append(
+            "With noisier AUs: "
+            + "; ".join(gain_citation(name, over_ldl[name]) for _, name in noisy)
+            + "."
+        )
+    text.append(
+        f"Of the {len(over_ldl)} AU-term variants, {len(helps)} help"
+        + (f" ({', '.join(helps)})" if helps else "")
+        + f" and {len(hurts)} hurt"
+        + (f" ({', '.join(hurts)})" if hurts else "")
+        + "."
+    )
+    if reference["ci_low"] > 0:
+        noisiest = over_ldl[noisy[-1][1]]["accuracy"] if noisy else None
+        if noisiest is not None and noisiest["ci_low"] <= 0:
+            text.append(
+                "Clean AUs make the term help and noise takes the gain away: consistent with "
+                "the paper's explanation that its automatic AUs were too noisy."
+            )
+        else:
+            text.append("The term helps here even with noisy AUs.")
+    else:
+        text.append(
+            "Perfect AUs do not make the term help, so noisy automatic AUs cannot be the whole "
+            "reason the paper found no gain."
+        )
+    return " ".join(text) + "\n"
+
+
 def au_study_section(study: AuStudyResult | None) -> str:
     """Does the AU term help? The powered study's comparisons, figure and reading."""
     if study is None:
         return (
             "The powered AU study has no committed results here: `dvc repro "
-            "studies/au/dvc.yaml` runs it (about 75 minutes on 2 CPU cores).\n"
+            "studies/au/dvc.yaml` runs it (about 90 minutes on 2 CPU cores).\n"
         )
     result = study.result
     design = result["design"]
@@ -1047,7 +1124,8 @@ def au_study_section(study: AuStudyResult | None) -> str:
         f"{design['level']:.0%} intervals over seeds and faces; MDE: the smallest true gain "
         f"detected with {design['power']:.0%} power. All tables, with true-majority "
         f"accuracy, KL and the offline target quality: [au_study.md]({study.tables}).\n\n"
-        f"![AU term: gain over LDL against AU noise]({study.figure})\n\n"
+        + au_study_answer(result)
+        + f"\n![AU term: gain over LDL against AU noise]({study.figure})\n\n"
         + tables.markdown_table(
             ["comparison", "arms", "accuracy gain [CI]", "MDE", "reading"], rows
         )

@@ -23,9 +23,16 @@ from tests.conftest import PROJECT_ROOT
 from tests.test_pipeline import ENV
 
 STUDY = Path("studies/au")
-# A handful of arms that cover every code path: each regime, a bank and a batch source, a
-# noisy oracle and a landmark space.
-ARMS = ("sll", "ldl", "truth", "sll_au", "ldl_au", "bank", "batch", "noise1", "geometry")
+# Six arms that cover every code path between them: each regime, each neighbour source
+# (ldg, bank, batch), the clean and a noisy oracle, and a landmark space.
+ARMS = {
+    "sll": {"regime": "sll"},
+    "ldl": {"regime": "ldl"},
+    "truth": {"regime": "truth"},
+    "sll_au": {"regime": "sll_au", "source": "batch"},
+    "bank": {"regime": "ldl_au", "source": "bank", "noise": 1.0},
+    "geometry": {"regime": "ldl_au", "space": "geometry"},
+}
 
 
 def _tiny_study(root: Path) -> Path:
@@ -38,15 +45,17 @@ def _tiny_study(root: Path) -> Path:
     shutil.copy(PROJECT_ROOT / STUDY / "dvc.yaml", root / STUDY / "dvc.yaml")
     raw = yaml.safe_load((PROJECT_ROOT / STUDY / "params.yaml").read_text())
     raw["datasets"]["au_study"].update(n_train=160, n_test=60, n_subjects=40)
+    raw["base"]["threads"] = 1  # the other test process has the other core
     for model in ("ldg", "ef"):
         raw["train"][model]["train"]["epochs"] = 1
     raw["knn"].update(k=4, recall_sample=50)
     study = raw["au_study"]
     study.update(seeds=[0, 1], bootstrap=200)
-    study["arms"] = {name: arm for name, arm in study["arms"].items() if name in ARMS}
+    study["arms"] = ARMS
     study["comparisons"] = {
         name: pair for name, pair in study["comparisons"].items() if set(pair) <= set(ARMS)
     }
+    assert len(study["comparisons"]) >= 3, "the committed comparisons no longer pair these arms"
     (root / STUDY / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, env=ENV, check=True)
     return root
@@ -86,6 +95,15 @@ def test_a_comparison_naming_an_unknown_arm_is_refused_with_the_arms(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError, match=r"comparisons.typo: ldl_auu is not an arm"):
+        load_params(path)
+
+
+def test_an_arm_name_with_a_dot_is_refused_before_dvc_misreads_it(tmp_path):
+    raw = yaml.safe_load((PROJECT_ROOT / STUDY / "params.yaml").read_text())
+    raw["au_study"]["arms"]["lambda0.3"] = {"regime": "ldl_au", "lambda": 0.3}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"arm 'lambda0.3'.*e\.g\. 'lambda0_3'"):
         load_params(path)
 
 

@@ -3,11 +3,12 @@
 For each of `presets/*.yaml`, a copy of the project gets a small dataset in that dataset's
 real on-disk layout (images of real size; CAER-S frames with a face MTCNN finds), then
 `lightfer params preset NAME`, then the user's own dry-run override: one optimiser step per
-epoch, one epoch per training run, one seed, a cheap benchmark, no AU-noise study (it needs a
-synthetic dataset). Everything else is the preset's: 224-pixel crops, the ResNet-50 LDG,
-EfficientFace, the batch sizes (the dataset holds a full batch), optimisers, schedules,
-class-balanced resampling and data-loader workers. So a shape, memory, schema or preset
-mistake fails here, in minutes on two CPU cores, not hours into a run on a GPU server.
+epoch, one epoch per training run, one seed, one thread per process (the tests run two at a
+time), a cheap benchmark, no AU-noise study (it needs a synthetic dataset). Everything
+else is the preset's: 224-pixel crops, the ResNet-50 LDG, EfficientFace, the batch sizes
+(the dataset holds a full batch), optimisers, schedules, class-balanced resampling and
+data-loader workers. So a shape, memory, schema or preset mistake fails here, in minutes
+on two CPU cores, not hours into a run on a GPU server.
 
 Each run's wall time and peak memory (the largest resident set of any process in `dvc
 repro`'s tree) are printed (`pytest -s`) and collected in `<pytest's base temporary
@@ -137,6 +138,7 @@ def _train_images(train: dict[str, Any]) -> int:
 def _dry_run(raw: dict[str, Any], name: str, dataset: dict[str, Any]) -> dict[str, Any]:
     """The user's own edits after the preset: their dataset, and a run of minutes."""
     raw["datasets"] = {name: dataset}
+    raw["base"]["threads"] = 1  # the tests run two at a time on two cores
     raw["study"]["datasets"] = []
     raw["train"]["seeds"] = [0]
     for model in ("ldg", "ef"):
