@@ -171,7 +171,7 @@ def test_dask_fan_out_records_every_stage(harness, tmp_path):
 
 
 def test_the_flow_takes_only_the_root_pipeline_not_the_studies_beside_it(tmp_path, monkeypatch):
-    """studies/au/dvc.yaml is in DVC's index too, but it runs on its own (75 minutes)."""
+    """studies/au/dvc.yaml is in DVC's index too, but it runs on its own (90 minutes)."""
     from lightfer.dvc_dag import load_stages
 
     monkeypatch.chdir(tmp_path)  # DVC names stages relative to the working directory
