@@ -1022,10 +1022,9 @@ _REFERENCE_AU_ARM = {"space": "oracle", "noise": 0.0, "source": "ldg", "lambda":
 def gain_citation(name: str, entry: Mapping[str, Any]) -> str:
     """A comparison as the report and the README cite it: `` `name` +g [lo, hi] (MDE m) ``."""
     gain = entry["accuracy"]
-    mean, low, high = (
-        tables.num(gain[key], 2, sign=True) for key in ("mean_difference", "ci_low", "ci_high")
+    return (
+        f"`{name}` {tables.interval(gain, 'mean_difference', 2)} (MDE {tables.num(gain['mde'], 2)})"
     )
-    return f"`{name}` {mean} [{low}, {high}] (MDE {tables.num(gain['mde'], 2)})"
 
 
 def _is_reference_au_arm(setup: Mapping[str, Any], but: str | None = None) -> bool:
@@ -1105,9 +1104,7 @@ def au_study_section(study: AuStudyResult | None) -> str:
         [
             name,
             f"{entry['arm']} − {entry['baseline']}",
-            f"{tables.num(entry['accuracy']['mean_difference'], 2, sign=True)} "
-            f"[{tables.num(entry['accuracy']['ci_low'], 2, sign=True)}, "
-            f"{tables.num(entry['accuracy']['ci_high'], 2, sign=True)}]",
+            tables.interval(entry["accuracy"], "mean_difference", 2),
             tables.num(entry["accuracy"]["mde"], 2),
             _reading(entry["accuracy"]),
         ]

@@ -22,6 +22,7 @@ __all__ = [
     "NONE",
     "au_study_tables",
     "group_label",
+    "interval",
     "markdown_table",
     "num",
     "ordered_groups",
@@ -196,7 +197,7 @@ def study_table(dataset: str, rows: Sequence[Mapping[str, Any]]) -> str:
     return f"{caption}\n\n{markdown_table(header, cells)}\n"
 
 
-def _interval(entry: Mapping[str, Any], key: str, digits: int) -> str:
+def interval(entry: Mapping[str, Any], key: str, digits: int) -> str:
     """`value [low, high]` of a bootstrap entry (`lightfer.paired`)."""
     return (
         f"{num(entry[key], digits, sign=key == 'mean_difference')} "
@@ -220,11 +221,11 @@ def au_study_tables(dataset: str, result: Mapping[str, Any], targets: Sequence[A
         [
             name,
             f"{entry['arm']} − {entry['baseline']}",
-            _interval(entry["accuracy"], "mean_difference", 2),
+            interval(entry["accuracy"], "mean_difference", 2),
             f"{num(entry['accuracy']['mde'], 2)} ({num(entry['accuracy']['mde_anova'], 2)})",
             " ".join(num(v, 1, sign=True) for v in entry["accuracy"]["per_seed"]),
-            _interval(entry["true_majority_accuracy"], "mean_difference", 2),
-            _interval(entry["kl_divergence"], "mean_difference", 3),
+            interval(entry["true_majority_accuracy"], "mean_difference", 2),
+            interval(entry["kl_divergence"], "mean_difference", 3),
         ]
         for name, entry in result["comparisons"].items()
     ]
@@ -241,9 +242,9 @@ def au_study_tables(dataset: str, result: Mapping[str, Any], targets: Sequence[A
                 setup["source"] if uses_graph else NONE,
                 f"{setup['lambda']:g}" if uses_graph else NONE,
                 setup["k"] if uses_graph else NONE,
-                _interval(entry["accuracy"], "mean", 2),
-                _interval(entry["true_majority_accuracy"], "mean", 2),
-                _interval(entry["kl_divergence"], "mean", 3),
+                interval(entry["accuracy"], "mean", 2),
+                interval(entry["true_majority_accuracy"], "mean", 2),
+                interval(entry["kl_divergence"], "mean", 3),
             ]
         )
     quality = []
