@@ -181,9 +181,9 @@ class AUNeighbourKL:
       every rank applies every rank's updates (`share_updates`), so the banks stay
       identical and the one rank 0 saves is every rank's.
     - `ldg`: the neighbours' fixed LDG soft labels `init`.
-    - `batch`: the model's predictions on the neighbours' own images, forwarded with the
-      batch (`batch.neighbour_logits`, `(B*K, C)`; see `NeighbourImages`), exact but K+1
-      times the forward cost.
+    - `batch`: the model's predictions on the neighbours' own images, forwarded without
+      gradient beside the batch (`batch.neighbour_logits`, `(B*K, C)`; see
+      `NeighbourImages`): current, at K extra forwards per sample.
 
     Args:
         neighbours: `(N, K)` int64 neighbour cache rows of every cache row, -1 for none.

@@ -413,7 +413,7 @@ class AuLossParams(_Section):
         "bank",
         description="neighbours' predictions f(x_j): bank: each training sample's latest "
         "prediction (detached); ldg: their cached LDG soft labels; batch: the neighbours' "
-        "images forwarded with the batch (exact, K+1 times the cost)",
+        "images forwarded without gradient beside the batch (current, K extra forwards)",
     )
 
 

@@ -2,8 +2,8 @@
 
 Each variant trains EfficientFace on the same batch: `ldl` (soft-label cross-entropy) and
 `ldl_au` with each source of the neighbours' predictions: `bank` (a memory bank, the
-default), `ldg` (cached soft labels) and `batch` (the K neighbours' images forwarded with
-the batch, K+1 times the images). All run in this process, interleaved in shuffled blocks
+default), `ldg` (cached soft labels) and `batch` (the K neighbours' images forwarded without
+gradient beside the batch). All run in this process, interleaved in shuffled blocks
 after a warm-up; the ratios of their median step rates are the figures to quote (these
 machines are shared and their speed drifts). Target: bank <= 1.2x the time of ldl.
 
@@ -21,6 +21,7 @@ from lightfer.bench import measure_throughput
 from lightfer.losses import AUNeighbourKL, Regime, build_regime, ldl_au_regime
 from lightfer.models import create_model
 from lightfer.training.data import Batch
+from lightfer.training.loop import forward_batch
 
 
 def main() -> None:
@@ -53,11 +54,10 @@ def main() -> None:
 
     def step(regime: Regime, with_neighbours: bool = False) -> None:
         optimizer.zero_grad(set_to_none=True)
-        if with_neighbours:  # as the training loop does for the `batch` source
-            both = model(torch.cat([images, neighbour_images]))
-            loss = regime(both[:b], batch._replace(neighbour_logits=both[b:]))
-        else:
-            loss = regime(model(images), batch)
+        logits, seen = forward_batch(
+            model, batch._replace(neighbour_images=neighbour_images if with_neighbours else None)
+        )
+        loss = regime(logits, seen)
         loss.backward()
         optimizer.step()
 

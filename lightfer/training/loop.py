@@ -67,6 +67,7 @@ __all__ = [
     "build_schedule",
     "evaluate",
     "fit",
+    "forward_batch",
     "load_training_state",
     "select_epoch",
     "train_one_epoch",
@@ -207,6 +208,20 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
+def forward_batch(model: nn.Module, batch: Batch) -> tuple[Tensor, Batch]:
+    """The model's logits on a training batch, and the batch with its neighbours' logits.
+
+    Under the AU term's `batch` source the batch carries its neighbours' images. Their
+    predictions `f(x_j)` are detached targets, so they go forward without gradient (no
+    backward through K images per sample), first and apart, so the batch's BatchNorm
+    statistics are its own as under every other regime.
+    """
+    if batch.neighbour_images is not None:
+        with torch.no_grad():
+            batch = batch._replace(neighbour_logits=model(batch.neighbour_images))
+    return model(batch.images), batch
+
+
 def train_one_epoch(
     model: nn.Module,
     regime: Regime,
@@ -264,12 +279,7 @@ def train_one_epoch(
             break
         batch = batch.to(device, channels_last=options.channels_last)
         with options.autocast(device):
-            if batch.neighbour_images is None:
-                logits = model(batch.images)
-            else:  # one forward for the batch and its neighbours (the AU term's `batch` source)
-                both = model(torch.cat([batch.images, batch.neighbour_images]))
-                logits = both[: len(batch.labels)]
-                batch = batch._replace(neighbour_logits=both[len(batch.labels) :])
+            logits, batch = forward_batch(model, batch)
             parts = regime.parts(logits, batch)
             loss = torch.stack(list(parts.values())).sum()
         optimizer.zero_grad(set_to_none=True)
