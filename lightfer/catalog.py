@@ -2,8 +2,9 @@
 
 The one place that names the data paths: stages and library code ask this module instead
 of joining path pieces themselves, and a test holds it to the outputs `dvc.yaml` declares.
-The training and study runs are named as DVC names their matrix outputs (`ef-sll-seed0`,
-`noise0.5-seed0`).
+A training run has a name (`ldg`, `ef-sll-seed0`; the study's `noise0.5-seed0`). One
+`train-ef` stage trains every seed of a regime, so an EfficientFace run's files sit in its
+regime's folder: `ef-sll-seed0` is `models/<dataset>/ef-sll/seed0.pt`.
 """
 
 from __future__ import annotations
@@ -70,9 +71,20 @@ def models_dir(root: Path, dataset: str) -> Path:
     return root / "models" / dataset
 
 
+def _run_file(run: str) -> Path:
+    """A run's path under its models or logs folder, without suffix.
+
+    `ef-<regime>-seed<k>` -> `ef-<regime>/seed<k>` (its regime's folder); `ldg` -> `ldg`.
+    """
+    group, _, seed = run.rpartition("-")
+    if group.startswith("ef-") and seed.startswith("seed"):
+        return Path(group) / seed
+    return Path(run)
+
+
 def model_path(root: Path, dataset: str, run: str) -> Path:
     """The checkpoint of a training run of the main DAG (`ldg` or `ef_run_name(...)`)."""
-    return models_dir(root, dataset) / f"{run}.pt"
+    return models_dir(root, dataset) / f"{_run_file(run)}.pt"
 
 
 def ldg_path(root: Path, dataset: str) -> Path:
@@ -83,6 +95,11 @@ def ef_run_name(regime: str, seed: int) -> str:
     return f"ef-{regime}-seed{seed}"
 
 
+def ef_models_dir(root: Path, dataset: str, regime: str) -> Path:
+    """`models/<dataset>/ef-<regime>/`: one checkpoint per seed, written by one stage."""
+    return models_dir(root, dataset) / f"ef-{regime}"
+
+
 def ef_model_path(root: Path, dataset: str, regime: str, seed: int) -> Path:
     return model_path(root, dataset, ef_run_name(regime, seed))
 
@@ -91,21 +108,23 @@ def study_run_name(noise: float, seed: int) -> str:
     return f"noise{noise}-seed{seed}"  # as DVC names the matrix outputs (noise0.0-seed0)
 
 
+def study_models_dir(root: Path, dataset: str) -> Path:
+    """`models/study/<dataset>/`: every study run's checkpoint, written by one stage."""
+    return root / "models" / "study" / dataset
+
+
 def study_model_path(root: Path, dataset: str, noise: float, seed: int) -> Path:
-    return root / "models" / "study" / dataset / f"{study_run_name(noise, seed)}.pt"
+    return study_models_dir(root, dataset) / f"{study_run_name(noise, seed)}.pt"
 
 
 def newest_expression_model(root: Path) -> Path | None:
     """The most recently written EfficientFace-style checkpoint of the main DAG, or None.
 
-    `models/<dataset>/*.pt` newest by modification time, leaving out the LDGs (`ldg.pt`, the
-    label-distribution teachers) and the noise study's models (`models/study/`).
+    `models/<dataset>/ef-<regime>/*.pt` newest by modification time, leaving out the LDGs
+    (`ldg.pt`, the label-distribution teachers) and the noise study's models
+    (`models/study/`).
     """
-    found = [
-        path
-        for path in (root / "models").glob("*/*.pt")
-        if path.parent.name != "study" and path.stem != LDG_RUN and path.is_file()
-    ]
+    found = [path for path in (root / "models").glob("*/ef-*/*.pt") if path.is_file()]
     return max(found, key=lambda path: (path.stat().st_mtime, str(path)), default=None)
 
 
@@ -128,8 +147,13 @@ def stage_metrics_path(root: Path, dataset: str, metrics: str) -> Path:
 
 def training_log_paths(root: Path, dataset: str, run: str) -> tuple[Path, Path]:
     """A main-DAG training run's per-epoch history (`.csv`) and summary (`.json`)."""
-    folder = reports_dir(root, dataset) / "train"
-    return folder / f"{run}.csv", folder / f"{run}.json"
+    stem = reports_dir(root, dataset) / "train" / _run_file(run)
+    return stem.with_suffix(".csv"), stem.with_suffix(".json")
+
+
+def ef_logs_dir(root: Path, dataset: str, regime: str) -> Path:
+    """`reports/<dataset>/train/ef-<regime>/`: each seed's history and summary."""
+    return reports_dir(root, dataset) / "train" / f"ef-{regime}"
 
 
 def study_runs_dir(root: Path, dataset: str) -> Path:
@@ -236,7 +260,7 @@ def au_study_figure_path(root: Path, dataset: str) -> Path:
 
 
 def stage_run_name(stage: str, *values: object) -> str:
-    """An expanded stage as DVC names it: `bench`, `align@caer`, `train-ef@synthetic-sll-0`."""
+    """An expanded stage as DVC names it: `bench`, `align@caer`, `train-ef@synthetic-sll`."""
     return f"{stage}@{'-'.join(map(str, values))}" if values else stage
 
 

@@ -142,7 +142,8 @@ def make_task_runner(
 @contextlib.contextmanager
 def _local_cluster_environment(threads: int) -> Iterator[None]:
     """Worker processes of a local cluster start with `threads` BLAS/OpenMP threads and
-    quiet `distributed` logs.
+    quiet `distributed` logs, and are not daemonic: a training stage trains its seeds in
+    processes of its own (`lightfer.parallel`), which a daemonic process may not start.
 
     These must be in a worker's environment before it imports numpy, which only Dask's
     `pre-spawn-environ` achieves (a Nanny's `env` is applied after the import); the Nanny
@@ -155,7 +156,9 @@ def _local_cluster_environment(threads: int) -> Iterator[None]:
     spawn = {var: str(threads) for var in _THREAD_VARS}
     spawn["DASK_LOGGING__DISTRIBUTED"] = "warning"
     key = "distributed.nanny.pre-spawn-environ"
-    with dask.config.set({f"{key}.{name}": value for name, value in spawn.items()}):
+    settings: dict[str, object] = {f"{key}.{name}": value for name, value in spawn.items()}
+    settings["distributed.worker.daemon"] = False
+    with dask.config.set(settings):
         saved = {name: os.environ.get(name) for name in dask.config.get(key)}
         dask_logger = logging.getLogger("distributed")
         level = dask_logger.level

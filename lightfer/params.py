@@ -292,6 +292,13 @@ class TrainParams(_Section):
     seeds: tuple[Annotated[int, Field(ge=0, le=2**31 - 1)], ...] = Field(
         (0, 1, 2), min_length=1, description="one EfficientFace run per seed and regime"
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="EfficientFace seeds trained at once, each process with base.threads // "
+        "workers threads (2 on small CPU crops; 1 on a GPU or at 224 px)",
+    )
     ldg: ModelTraining = Field(
         default_factory=lambda: ModelTraining(arch="resnet50"),
         description="the label distribution generator (ResNet-50 in the paper)",

@@ -25,11 +25,8 @@ from lightfer.params import Params, load_params
 __all__ = [
     "ARM",
     "DATASET",
-    "NOISE",
     "REGIME",
-    "SEED",
     "STUDY_DATASET",
-    "STUDY_SEED",
     "Option",
     "configure_logging",
     "configure_process",
@@ -51,9 +48,6 @@ class Option:
 DATASET = Option("dataset", str, lambda params: list(params.datasets))
 STUDY_DATASET = Option("dataset", str, lambda params: list(params.study.datasets))
 REGIME = Option("regime", str, lambda params: list(params.train.regimes))
-SEED = Option("seed", int, lambda params: list(params.train.seeds))
-STUDY_SEED = Option("seed", int, lambda params: list(params.study.seeds))
-NOISE = Option("noise", float, lambda params: list(params.study.noise))
 ARM = Option("arm", str, lambda params: list(params.au_study.arms) if params.au_study else [])
 
 

@@ -12,33 +12,60 @@ DAG's ldl runs (the same seeds, no AU term) and its ldl_au runs on the configure
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lightfer import catalog
 from lightfer.au.annotate import oracle_vectors
+from lightfer.ef_runs import run_workers
 from lightfer.errors import StageOutputError
 from lightfer.evaluation import evaluate_checkpoint, spread
 from lightfer.faces.cache import load_face_cache
+from lightfer.io import write_json
 from lightfer.knn import training_graph
 from lightfer.manifest import read_manifest
+from lightfer.parallel import map_in_workers
 from lightfer.params import Params
-from lightfer.splits import Splits
+from lightfer.splits import load_splits
 from lightfer.training.run import AU_REGIME, train_efficientface
 
-__all__ = ["METRICS", "summarise", "train_run"]
+__all__ = ["METRICS", "summarise", "train_runs"]
 
 METRICS = ("accuracy", "true_majority_accuracy", "kl_divergence")
 
 
-def train_run(
-    params: Params, root: Path, *, dataset: str, noise: float, seed: int, splits: Splits
-) -> dict[str, Any]:
-    """Train one study run; write its model and history; return its summary.
+@dataclass(frozen=True)
+class _StudyRun:
+    """One (noise, seed) run, sent whole to a worker process."""
 
-    The summary holds the noise, the seed, the graph's report, the training summary and
-    the test metrics (without the confusion matrix).
+    params: Params
+    root: Path
+    dataset: str
+    noise: float
+    seed: int
+    workers: int
+
+
+def train_runs(params: Params, root: Path, *, dataset: str) -> list[dict[str, Any]]:
+    """Train every study run (`study.noise` x `study.seeds`), `train.workers` at a time.
+
+    Writes each run's model, history and summary (`lightfer.catalog.study_log_paths`) and
+    returns the summaries: the noise, the seed, the graph's report, the training summary
+    and the test metrics (without the confusion matrix).
     """
+    workers = run_workers(params)
+    jobs = [
+        _StudyRun(params, root, dataset, noise, seed, workers)
+        for noise in params.study.noise
+        for seed in params.study.seeds
+    ]
+    return map_in_workers(_train_run, jobs, workers=workers, threads=params.base.threads)
+
+
+def _train_run(job: _StudyRun) -> dict[str, Any]:
+    params, root, dataset, noise, seed = job.params, job.root, job.dataset, job.noise, job.seed
+    splits = load_splits(params, root, dataset)
     crops, faces = load_face_cache(splits.cache)
     vectors = oracle_vectors(
         params.aux,
@@ -68,17 +95,23 @@ def train_run(
         model_path=model_path,
         logs=catalog.study_log_paths(root, dataset, noise, seed),
         graph=graph,
-        settings={"noise": noise, "knn": params.knn.model_dump(mode="json")},
+        settings={
+            "noise": noise,
+            "knn": params.knn.model_dump(mode="json"),
+            "workers": job.workers,  # it sets the run's thread count
+        },
     )
     metrics = evaluate_checkpoint(model_path, splits, image_size=params.align.crop_size)
     metrics.pop("confusion_matrix")
-    return {
+    summary = {
         "noise": noise,
         "seed": seed,
         "graph": graph_report,
         "training": training,
         "test": metrics,
     }
+    write_json(catalog.study_log_paths(root, dataset, noise, seed)[1], summary)
+    return summary
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Subcommands (the shell script calls them in this order; each is one process):
 
-* `params --mode gpu|cpu --out FILE`: the project's params.yaml cut down for the check
-  (one synthetic dataset, regime ldl, seeds 0 and 1; 224-pixel crops, a ResNet-50 LDG for
+* `params --mode gpu|cpu --seed K --out FILE`: the project's params.yaml cut down for the
+  check (one synthetic dataset, regime ldl, seed K; 224-pixel crops, a ResNet-50 LDG for
   1 epoch and EfficientFace for 2 epochs with AMP and channels-last on a GPU; tiny sizes
   on the CPU).
 * `stages --params FILE`: the stages that train-ef reads from (prepare, align, train-ldg,
@@ -93,8 +93,9 @@ MODES = {
 }
 
 
-def check_params(sizes: Sizes) -> dict[str, Any]:
-    """The project's params.yaml with the check's dataset, crops and training runs."""
+def check_params(sizes: Sizes, seed: int) -> dict[str, Any]:
+    """The project's params.yaml with the check's dataset, crops and training run (`seed`:
+    the train-ef stage trains every seed of `train.seeds`, so each step gets its own)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     synthetic = params["datasets"][DATASET]
     synthetic.update(n_train=sizes.n_train, n_test=sizes.n_test, n_subjects=sizes.n_subjects)
@@ -103,7 +104,7 @@ def check_params(sizes: Sizes) -> dict[str, Any]:
     params["base"]["threads"] = sizes.threads
     params["align"]["crop_size"] = sizes.image_size
     train = params["train"]
-    train.update(regimes=[REGIME], seeds=sorted(RUNS.values()))
+    train.update(regimes=[REGIME], seeds=[seed], workers=1)
     train["ldg"]["arch"] = "resnet50"
     for model, epochs in (("ldg", 1), ("ef", 2)):
         train[model]["train"].update(
@@ -194,7 +195,7 @@ def _pytest_summary(log: Path) -> dict[str, Any]:
 
 def _training_run(work: Path, out: Path, step: str) -> dict[str, Any] | None:
     """A train-ef run's summary, per-epoch history and images/s (from its log)."""
-    stem = work / "reports" / DATASET / "train" / f"ef-{REGIME}-seed{RUNS[step]}"
+    stem = work / "reports" / DATASET / "train" / f"ef-{REGIME}" / f"seed{RUNS[step]}"
     summary_file = stem.parent / f"{stem.name}.json"
     if not summary_file.exists():
         return None
@@ -308,10 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--out", type=Path, required=True)
         if name == "report":
             command.add_argument("--work", type=Path, required=True)
+        if name == "params":
+            command.add_argument("--seed", type=int, choices=sorted(RUNS.values()), default=0)
     commands.add_parser("stages").add_argument("--params", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "params":
-        args.out.write_text(yaml.safe_dump(check_params(MODES[args.mode]), sort_keys=False))
+        params = check_params(MODES[args.mode], args.seed)
+        args.out.write_text(yaml.safe_dump(params, sort_keys=False))
     elif args.command == "stages":
         return run_stages(args.params)
     elif args.command == "bench":

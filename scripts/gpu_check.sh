@@ -128,8 +128,10 @@ step() {
 }
 
 HELPER="$ROOT/scripts/gpu_check.py"
-TRAIN_EF=(-m stages.train_ef --dataset synthetic --regime ldl --params params.yaml)
-"$PY" "$HELPER" params --mode "$MODE" --out "$WORK/params.yaml"
+# train-ef trains every seed of train.seeds: params.yaml has seed 0, params-ddp.yaml seed 1.
+TRAIN_EF=(-m stages.train_ef --dataset synthetic --regime ldl)
+"$PY" "$HELPER" params --mode "$MODE" --seed 0 --out "$WORK/params.yaml"
+"$PY" "$HELPER" params --mode "$MODE" --seed 1 --out "$WORK/params-ddp.yaml"
 
 # Only the files with gpu marks: collecting the whole suite needs every dependency (DVC,
 # Prefect, NGT, dlib), which a GPU image need not have.
@@ -140,13 +142,15 @@ step bench "$ROOT" "EfficientFace vs ResNet-50, see below" \
     "$PY" "$HELPER" bench --mode "$MODE" --out "$OUT_DIR/bench.json"
 step data "$WORK" "prepare, align, train-ldg, soft-labels" \
     "$PY" "$HELPER" stages --params params.yaml
-step train-ef "$WORK" "python -m stages.train_ef, seed 0" "$PY" "${TRAIN_EF[@]}" --seed 0
+step train-ef "$WORK" "python -m stages.train_ef, seed 0" \
+    "$PY" "${TRAIN_EF[@]}" --params params.yaml
 
 gpus=0
 [[ $MODE == cpu ]] || gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
 if [[ $gpus -ge 2 ]]; then
     step ddp "$WORK" "torchrun --standalone --nproc_per_node=2, seed 1" \
-        "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 "${TRAIN_EF[@]}" --seed 1
+        "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 "${TRAIN_EF[@]}" \
+        --params params-ddp.yaml
 else
     reason="$gpus GPU(s) here"
     [[ $MODE == gpu ]] || reason="a dry run on the CPU"

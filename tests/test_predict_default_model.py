@@ -41,18 +41,18 @@ def _touch(path: Path, mtime: float) -> None:
 
 def test_the_newest_trained_model_is_chosen_not_the_ldg_or_the_study(tmp_path):
     models = tmp_path / "models"
-    _touch(models / "rafdb" / "ef-ldl-seed0.pt", 100)
-    _touch(models / "synthetic" / "ef-sll-seed1.pt", 200)
+    _touch(models / "rafdb" / "ef-ldl" / "seed0.pt", 100)
+    _touch(models / "synthetic" / "ef-sll" / "seed1.pt", 200)
     _touch(models / "synthetic" / "ldg.pt", 300)
     _touch(models / "study" / "synthetic" / "noise0.1-seed0.pt", 400)
     _touch(models / "synthetic" / "notes.txt", 500)
-    assert newest_expression_model(tmp_path) == models / "synthetic" / "ef-sll-seed1.pt"
+    assert newest_expression_model(tmp_path) == models / "synthetic" / "ef-sll" / "seed1.pt"
     assert newest_expression_model(tmp_path / "elsewhere") is None
 
 
 def test_predict_without_model_says_which_checkpoint_it_uses(tmp_path, monkeypatch):
-    newest = _checkpoint(tmp_path / "models" / "synthetic" / "ef-ldl-seed0.pt", 200)
-    _touch(tmp_path / "models" / "synthetic" / "ef-sll-seed0.pt", 100)  # older, unreadable
+    newest = _checkpoint(tmp_path / "models" / "synthetic" / "ef-ldl" / "seed0.pt", 200)
+    _touch(tmp_path / "models" / "synthetic" / "ef-sll" / "seed0.pt", 100)  # older, unreadable
     photo = tmp_path / "blank.png"
     assert cv2.imwrite(str(photo), np.full((64, 64, 3), 128, np.uint8))
     monkeypatch.chdir(tmp_path)

@@ -23,7 +23,7 @@ TABLE = {
     "caers": {"ef": (350, 128, "radam", "onecycle"), "ldg": (300, 64, "adam", "onecycle")},
     "affectnet": {"ef": (20, 16, "sgd", "step"), "ldg": (100, 16, "sgd", "step")},
 }
-RAFDB_KEYS = 22  # the values presets/rafdb.yaml sets
+RAFDB_KEYS = 23  # the values presets/rafdb.yaml sets
 SEEDS = {"rafdb": 5, "ferplus": 5, "caers": 2, "affectnet": 2}  # the results table's runs
 
 

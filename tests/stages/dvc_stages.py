@@ -10,9 +10,6 @@ from typing import Any
 
 from tests.conftest import PROJECT_ROOT
 
-# How each stage argument is typed (dvc.yaml interpolates them as text).
-ARGUMENT_TYPES = {"seed": int, "noise": float}
-
 
 @dataclass(frozen=True)
 class DvcStage:
@@ -27,9 +24,9 @@ class DvcStage:
 
     @property
     def arguments(self) -> dict[str, Any]:
-        """`--dataset X --seed 0` as `{"dataset": "X", "seed": 0}`."""
+        """`--dataset X --regime ldl` as `{"dataset": "X", "regime": "ldl"}`."""
         pairs = zip(self.argv[::2], self.argv[1::2], strict=True)
-        return {flag[2:]: ARGUMENT_TYPES.get(flag[2:], str)(value) for flag, value in pairs}
+        return {flag[2:]: value for flag, value in pairs}
 
 
 def dvc_stages(project: Path, params: Path | None = None) -> list[DvcStage]:

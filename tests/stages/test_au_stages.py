@@ -54,10 +54,9 @@ def project(tmp_path_factory):
     params = load_params(root / "params.yaml")
     for stage in (prepare, align, aux_labels, train_ldg, soft_labels, knn):
         stage.run(params, root, dataset="synthetic")
-    train_ef.run(params, root, dataset="synthetic", regime="ldl", seed=0)
-    train_ef_au.run(params, root, dataset="synthetic", seed=0)
-    for noise in params.study.noise:
-        study.run(params, root, dataset="synthetic", noise=noise, seed=0)
+    train_ef.run(params, root, dataset="synthetic", regime="ldl")
+    train_ef_au.run(params, root, dataset="synthetic")
+    study.run(params, root, dataset="synthetic")  # both noise levels, in 2 worker processes
     evaluate.run(params, root, dataset="synthetic")
     study_summary.run(params, root, dataset="synthetic")
     aux_analysis.run(params, root, dataset="synthetic")
@@ -122,9 +121,9 @@ def test_aux_vectors_and_graph_follow_a_reordered_face_cache_by_sample_id(projec
 
 def test_ldl_au_model_and_its_evaluation(project):
     root, _ = project
-    checkpoint = load_checkpoint(root / "models/synthetic/ef-ldl_au-seed0.pt")
+    checkpoint = load_checkpoint(root / "models/synthetic/ef-ldl_au/seed0.pt")
     assert checkpoint.arch == "efficientface" and checkpoint.classes == CLASSES
-    history = (root / "reports/synthetic/train/ef-ldl_au-seed0.csv").read_text()
+    history = (root / "reports/synthetic/train/ef-ldl_au/seed0.csv").read_text()
     assert "train_loss_au_kl" in history.splitlines()[0]
     table = json.loads((root / "reports/synthetic/evaluate.json").read_text())["table"]
     assert set(table) == {"ldg", "ef-ldl", "ef-ldl_au"}

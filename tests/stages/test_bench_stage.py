@@ -38,7 +38,7 @@ def test_bench_stage_writes_table_and_metrics(tmp_path, write_params):
 
 def test_agreement_without_its_trained_model_says_which_stage_makes_it(tmp_path, write_params):
     params = load_params(write_params(tiny_params()))  # bench.agreement: synthetic, ldl, seed 0
-    with pytest.raises(StageOutputError, match=r"ef-ldl-seed0\.pt, which the train-ef stage"):
+    with pytest.raises(StageOutputError, match=r"ef-ldl/seed0\.pt, which the train-ef stage"):
         bench.run(params, tmp_path)
     assert not (tmp_path / "reports").exists()
 

@@ -26,6 +26,18 @@ def _training(dataset: str, run: str) -> set[Path]:
     return {catalog.model_path(ROOT, dataset, run), *catalog.training_log_paths(ROOT, dataset, run)}
 
 
+def _ef_regime(dataset: str, regime: str) -> set[Path]:
+    """A regime's folders, which hold each seed's catalogued checkpoint and logs."""
+    folders = {
+        catalog.ef_models_dir(ROOT, dataset, regime),
+        catalog.ef_logs_dir(ROOT, dataset, regime),
+    }
+    run = catalog.ef_run_name(regime, 0)
+    for path in _training(dataset, run):
+        assert path.parent in folders, path
+    return folders
+
+
 # What each stage writes, in the catalogue's words, for its command's arguments.
 OUTPUTS: dict[str, Callable[..., set[Path]]] = {
     "prepare": lambda dataset: {
@@ -41,11 +53,11 @@ OUTPUTS: dict[str, Callable[..., set[Path]]] = {
         *_metrics(dataset, "soft_labels"),
     },
     "knn": lambda dataset: {catalog.knn_dir(ROOT, dataset), *_metrics(dataset, "knn")},
-    "train-ef": lambda dataset, regime, seed: _training(dataset, catalog.ef_run_name(regime, seed)),
-    "train-ef-au": lambda dataset, seed: _training(dataset, catalog.ef_run_name("ldl_au", seed)),
-    "study": lambda dataset, noise, seed: {
-        catalog.study_model_path(ROOT, dataset, noise, seed),
-        *catalog.study_log_paths(ROOT, dataset, noise, seed),
+    "train-ef": lambda dataset, regime: _ef_regime(dataset, regime),
+    "train-ef-au": lambda dataset: _ef_regime(dataset, "ldl_au"),
+    "study": lambda dataset: {
+        catalog.study_models_dir(ROOT, dataset),
+        catalog.study_runs_dir(ROOT, dataset),
     },
     "evaluate": lambda dataset: {
         catalog.table2_path(ROOT, dataset),

@@ -223,7 +223,7 @@ def test_preset_runs_the_whole_dag_at_paper_scale(name: str, tmp_path: Path, res
 
     align = json.loads((root / "reports" / name / "align.json").read_text())
     assert align["ok"] == align["total"], align
-    for model, arch in (("ldg", "resnet50"), ("ef-ldl-seed0", "efficientface")):
+    for model, arch in (("ldg", "resnet50"), ("ef-ldl/seed0", "efficientface")):
         checkpoint = load_checkpoint(root / "models" / name / f"{model}.pt")
         assert (checkpoint.arch, checkpoint.image_size) == (arch, 224)
         assert tuple(checkpoint.classes) == CLASSES

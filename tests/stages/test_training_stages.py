@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from lightfer.errors import StageOutputError
@@ -38,9 +39,8 @@ from tests.stages.face_cache import reorder_face_cache
 
 pytestmark = pytest.mark.slow
 
-# dvc.yaml's command of train-ef@synthetic-sll-0, after `python`.
+# dvc.yaml's command of train-ef@synthetic-sll, after `python`.
 TRAIN_EF_SLL = ["-m", "stages.train_ef", "--dataset", "synthetic", "--regime", "sll"]
-TRAIN_EF_SLL += ["--seed", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +55,15 @@ def trained(tmp_path_factory):
     for stage in (prepare, align, train_ldg, soft_labels, aux_labels, knn):
         stage.run(params, root, dataset="synthetic")
     for regime in ("sll", "ldl"):
-        train_ef.run(params, root, dataset="synthetic", regime=regime, seed=0)
-    train_ef_au.run(params, root, dataset="synthetic", seed=0)
+        train_ef.run(params, root, dataset="synthetic", regime=regime)
+    train_ef_au.run(params, root, dataset="synthetic")
     summary = evaluate.run(params, root, dataset="synthetic")
     return root, params, summary
 
 
 def test_every_model_is_a_checkpoint_with_its_class_order(trained):
     root, _, _ = trained
-    for name, arch in (("ldg", "resnet18"), ("ef-sll-seed0", "efficientface")):
+    for name, arch in (("ldg", "resnet18"), ("ef-sll/seed0", "efficientface")):
         checkpoint = load_checkpoint(root / f"models/synthetic/{name}.pt")
         assert checkpoint.arch == arch
         assert checkpoint.classes == CLASSES
@@ -149,7 +149,7 @@ def test_evaluate_writes_the_table_and_confusion_matrices(trained):
     table = (root / "reports/synthetic/table2.md").read_text()
     assert "| EF LDL | 1 |" in table
     assert (root / "reports/synthetic/confusion/ef-ldl-seed0.png").stat().st_size > 1000
-    metrics = json.loads((root / "reports/synthetic/train/ef-sll-seed0.json").read_text())
+    metrics = json.loads((root / "reports/synthetic/train/ef-sll/seed0.json").read_text())
     assert metrics["selected_by"] == "val_accuracy"
     assert "comparability_only_best_test_accuracy" in metrics
 
@@ -169,14 +169,41 @@ def test_a_killed_training_stage_resumes_to_the_same_model(trained, tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (project / "models/synthetic/ef-sll-seed0.pt").exists()
+    assert not (project / "models/synthetic/ef-sll/seed0.pt").exists()
     subprocess.run(command, cwd=project, env=env, check=True, stderr=subprocess.DEVNULL)
-    resumed = (project / "models/synthetic/ef-sll-seed0.pt").read_bytes()
-    assert resumed == (root / "models/synthetic/ef-sll-seed0.pt").read_bytes()
-    for name in ("ef-sll-seed0.csv", "ef-sll-seed0.json"):
+    resumed = (project / "models/synthetic/ef-sll/seed0.pt").read_bytes()
+    assert resumed == (root / "models/synthetic/ef-sll/seed0.pt").read_bytes()
+    for name in ("ef-sll/seed0.csv", "ef-sll/seed0.json"):
         assert (project / "reports/synthetic/train" / name).read_bytes() == (
             root / "reports/synthetic/train" / name
         ).read_bytes()
+
+
+def test_seeds_trained_in_parallel_equal_seeds_trained_one_by_one(trained, tmp_path):
+    """`train.workers: 2` on 2 threads trains each seed in a 1-thread process: the models
+    are those of 1-thread runs one after another (only the wall time changes)."""
+    root, _, _ = trained
+    weights = {}
+    for workers, threads in ((2, 2), (1, 1)):
+        project = tmp_path / f"workers{workers}"
+        shutil.copytree(root, project, ignore=shutil.ignore_patterns("ef-*", ".runs"))
+        raw = yaml.safe_load((project / "params.yaml").read_text())
+        raw["train"].update(seeds=[0, 1], workers=workers)
+        raw["base"]["threads"] = threads
+        (project / "params.yaml").write_text(yaml.safe_dump(raw))
+        summaries = train_ef.run(
+            load_params(project / "params.yaml"), project, dataset="synthetic", regime="sll"
+        )
+        assert list(summaries) == ["ef-sll-seed0", "ef-sll-seed1"]
+        weights[workers] = [
+            load_checkpoint(project / f"models/synthetic/ef-sll/seed{seed}.pt").state_dict
+            for seed in (0, 1)
+        ]
+    for parallel, sequential in zip(weights[2], weights[1], strict=True):
+        assert parallel.keys() == sequential.keys()
+        for name, tensor in parallel.items():
+            assert torch.equal(tensor, sequential[name]), name
+    assert not torch.equal(weights[2][0]["fc.weight"], weights[2][1]["fc.weight"])
 
 
 def test_train_ef_runs_data_parallel_under_torchrun(trained, tmp_path):
@@ -189,15 +216,15 @@ def test_train_ef_runs_data_parallel_under_torchrun(trained, tmp_path):
     command = [sys.executable, *torchrun, *TRAIN_EF_SLL, *params_file]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
     subprocess.run(command, cwd=project, env=env, check=True, capture_output=True, timeout=300)
-    checkpoint = load_checkpoint(project / "models/synthetic/ef-sll-seed0.pt")
+    checkpoint = load_checkpoint(project / "models/synthetic/ef-sll/seed0.pt")
     assert checkpoint.arch == "efficientface" and checkpoint.classes == CLASSES
     assert not any((project / ".runs").iterdir())
-    ours = json.loads((project / "reports/synthetic/train/ef-sll-seed0.json").read_text())
-    single = json.loads((root / "reports/synthetic/train/ef-sll-seed0.json").read_text())
+    ours = json.loads((project / "reports/synthetic/train/ef-sll/seed0.json").read_text())
+    single = json.loads((root / "reports/synthetic/train/ef-sll/seed0.json").read_text())
     assert ours.keys() == single.keys() and ours["epochs_completed"] == 2
     history = [
-        (project / "reports/synthetic/train/ef-sll-seed0.csv").read_text().splitlines(),
-        (root / "reports/synthetic/train/ef-sll-seed0.csv").read_text().splitlines(),
+        (project / "reports/synthetic/train/ef-sll/seed0.csv").read_text().splitlines(),
+        (root / "reports/synthetic/train/ef-sll/seed0.csv").read_text().splitlines(),
     ]
     assert history[0][0] == history[1][0]  # the same columns, one row per epoch
     column = history[0][0].split(",").index("train_loss")
@@ -214,11 +241,11 @@ def test_online_soft_labels_train_the_ldl_regime(trained, tmp_path):
     raw["soft_labels"]["mode"] = "online"
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
     (project / "data/synthetic/soft_labels.parquet").unlink()  # online needs no cache
-    summary = train_ef.run(
-        load_params(project / "params.yaml"), project, dataset="synthetic", regime="ldl", seed=0
+    summaries = train_ef.run(
+        load_params(project / "params.yaml"), project, dataset="synthetic", regime="ldl"
     )
-    assert summary["epochs_completed"] == 2
-    assert load_checkpoint(project / "models/synthetic/ef-ldl-seed0.pt").arch == "efficientface"
+    assert summaries["ef-ldl-seed0"]["epochs_completed"] == 2
+    assert load_checkpoint(project / "models/synthetic/ef-ldl/seed0.pt").arch == "efficientface"
 
 
 def test_cross_fitted_soft_labels_come_from_ldgs_that_never_saw_the_image(trained, tmp_path):
