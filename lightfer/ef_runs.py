@@ -41,9 +41,12 @@ class _SeedRun:
 
 
 def run_workers(params: Params) -> int:
-    """How many EfficientFace runs train at once: `train.workers`, or 1 under `torchrun`
-    (whose processes already share the work of each run)."""
-    return 1 if Distributed.from_environment().enabled else params.train.workers
+    """How many EfficientFace runs train at once: `train.workers`, at most `base.threads`
+    (a stage's share of the CPU), and 1 under `torchrun` (whose processes already share
+    the work of each run)."""
+    if Distributed.from_environment().enabled:
+        return 1
+    return min(params.train.workers, params.base.threads)
 
 
 def train_regime(params: Params, root: Path, *, stage: str, dataset: str, regime: str) -> dict:

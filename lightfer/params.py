@@ -296,8 +296,9 @@ class TrainParams(_Section):
         1,
         ge=1,
         le=64,
-        description="EfficientFace seeds trained at once, each process with base.threads // "
-        "workers threads (2 on small CPU crops; 1 on a GPU or at 224 px)",
+        description="EfficientFace seeds trained at once (at most base.threads), each "
+        "process with base.threads // workers threads (2 on small CPU crops; 1 on a GPU or "
+        "at 224 px)",
     )
     ldg: ModelTraining = Field(
         default_factory=lambda: ModelTraining(arch="resnet50"),

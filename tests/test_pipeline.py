@@ -148,3 +148,33 @@ def test_dvc_and_the_prefect_flow_keep_one_record(tmp_path: Path):
         assert again == {"prepare@synthetic": "up to date", "align@synthetic": "ran"}
         assert manifest.stat().st_mtime_ns == stamp
         assert _fingerprints(flow_root) == _fingerprints(dvc_root)
+
+
+def test_the_flow_on_dask_runs_a_stage_that_trains_its_seeds_in_processes(tmp_path: Path):
+    """train-ef trains its two seeds in processes of its own; on the flow's Dask workers
+    (not daemonic) it can start them, and DVC records the stage as `dvc repro` would."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from lightfer.flow import lightfer_flow
+
+    params = tiny_params()
+    params["base"]["threads"] = 2
+    params["train"].update(regimes=["sll"], seeds=[0, 1], workers=2)
+    for model in ("ldg", "ef"):
+        params["train"][model]["train"].update(epochs=1, batch_size=16)
+    root = _make_project(tmp_path / "flow", params)
+    stages = ["prepare", "align", "train-ldg", "soft-labels", "train-ef"]
+    with prefect_test_harness(server_startup_timeout=180):
+        ran = lightfer_flow(root=str(root), stages=stages, runner="dask", workers=1)
+    assert ran["train-ef@synthetic-sll"] == "ran"
+    for seed in (0, 1):
+        assert (root / f"models/synthetic/ef-sll/seed{seed}.pt").is_file()
+        assert (root / f"reports/synthetic/train/ef-sll/seed{seed}.json").is_file()
+    status = subprocess.run(
+        ["dvc", "status", "train-ef@synthetic-sll"],
+        cwd=root,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert "up to date" in status.stdout, status.stdout + status.stderr

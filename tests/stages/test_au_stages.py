@@ -56,7 +56,7 @@ def project(tmp_path_factory):
         stage.run(params, root, dataset="synthetic")
     train_ef.run(params, root, dataset="synthetic", regime="ldl")
     train_ef_au.run(params, root, dataset="synthetic")
-    study.run(params, root, dataset="synthetic")  # both noise levels, in 2 worker processes
+    study.run(params, root, dataset="synthetic")  # both noise levels
     evaluate.run(params, root, dataset="synthetic")
     study_summary.run(params, root, dataset="synthetic")
     aux_analysis.run(params, root, dataset="synthetic")
