@@ -1095,7 +1095,7 @@ def au_study_section(study: AuStudyResult | None) -> str:
     if study is None:
         return (
             "The powered AU study has no committed results here: `dvc repro "
-            "studies/au/dvc.yaml` runs it (about 90 minutes on 2 CPU cores).\n"
+            "studies/au/dvc.yaml` runs it (about 80 minutes on 2 CPU cores).\n"
         )
     result = study.result
     design = result["design"]
