@@ -21,6 +21,7 @@ from lightfer import catalog
 from lightfer.au.analysis import kl_divergence
 from lightfer.au.annotate import oracle_vectors
 from lightfer.au_study import read_arm_predictions, study_of
+from lightfer.au_study_result import au_gains_over_ldl, noise_curve
 from lightfer.faces.cache import load_face_cache
 from lightfer.io import atomic_path
 from lightfer.manifest import read_manifest
@@ -157,18 +158,13 @@ def write_gain_figure(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = result["arms"]
-    curve, spaces = [], []
-    for entry in result["comparisons"].values():
-        setup = arms[entry["arm"]]["setup"]
-        if setup["regime"] != "ldl_au" or arms[entry["baseline"]]["setup"]["regime"] != "ldl":
-            continue
-        default = (setup["source"], setup["lambda"], setup["k"]) == ("ldg", 1.0, 8)
-        if setup["space"] == "oracle" and default:
-            curve.append((setup["noise"], entry["accuracy"]))
-        elif setup["space"] != "oracle":
-            spaces.append((setup["space"], entry["accuracy"]))
-    curve.sort(key=lambda item: item[0])
+    gains = au_gains_over_ldl(result)
+    curve = [(noise, gains[name][1]["accuracy"]) for noise, name in noise_curve(gains)]
+    spaces = [
+        (setup["space"], entry["accuracy"])
+        for setup, entry in gains.values()
+        if setup["space"] != "oracle"
+    ]
     figure, axis = plt.subplots(figsize=(6.4, 3.6), dpi=120)
     axis.axhline(0.0, color="0.5", linewidth=0.8)
     if curve:

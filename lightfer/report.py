@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lightfer import tables
+from lightfer.au_study_result import au_gains_over_ldl, is_reference_au_arm, noise_curve
 from lightfer.io import atomic_path
 from lightfer.tables import (
     GROUPS,
@@ -1015,10 +1016,6 @@ def _reading(gain: Mapping[str, Any]) -> str:
     return f"no effect resolved (a true gain of {gain['mde']:.1f} points would show)"
 
 
-# The AU arm the paper describes, with clean AUs: every other AU arm changes one thing.
-_REFERENCE_AU_ARM = {"space": "oracle", "noise": 0.0, "source": "ldg", "lambda": 1.0, "k": 8}
-
-
 def gain_citation(name: str, entry: Mapping[str, Any]) -> str:
     """A comparison as the report and the README cite it: `` `name` +g [lo, hi] (MDE m) ``."""
     gain = entry["accuracy"]
@@ -1027,33 +1024,18 @@ def gain_citation(name: str, entry: Mapping[str, Any]) -> str:
     )
 
 
-def _is_reference_au_arm(setup: Mapping[str, Any], but: str | None = None) -> bool:
-    """Whether an AU arm's setup is the reference one, except perhaps in `but`."""
-    return all(setup[key] == value for key, value in _REFERENCE_AU_ARM.items() if key != but)
-
-
 def au_study_answer(result: Mapping[str, Any]) -> str:
     """Does the AU term help? One paragraph from the study's numbers: the verdict with clean
     AUs, how the gain moves with AU noise, and what that says of the paper's explanation
     (noisy automatic AUs). Empty when the study has no LDL-versus-clean-AU comparison."""
-    arms, comparisons = result["arms"], result["comparisons"]
-    over_ldl = {
-        name: entry
-        for name, entry in comparisons.items()
-        if arms[entry["baseline"]]["setup"]["regime"] == "ldl"
-        and arms[entry["arm"]]["setup"]["regime"] == "ldl_au"
-    }
-    setups = {name: arms[entry["arm"]]["setup"] for name, entry in over_ldl.items()}
-    clean = [name for name, setup in setups.items() if _is_reference_au_arm(setup)]
+    gains = au_gains_over_ldl(result)
+    over_ldl = {name: entry for name, (_, entry) in gains.items()}
+    clean = [name for name, (setup, _) in gains.items() if is_reference_au_arm(setup)]
     if not clean:
         return ""
     reference = over_ldl[clean[0]]["accuracy"]
     verdict = _reading(reference)
-    noisy = sorted(
-        (setup["noise"], name)
-        for name, setup in setups.items()
-        if _is_reference_au_arm(setup, but="noise") and setup["noise"] > 0
-    )
+    noisy = [(noise, name) for noise, name in noise_curve(gains) if noise > 0]
     helps = [name for name, entry in over_ldl.items() if entry["accuracy"]["ci_low"] > 0]
     hurts = [name for name, entry in over_ldl.items() if entry["accuracy"]["ci_high"] < 0]
     text = [

@@ -8,7 +8,7 @@ their stages have run, `prepare.json`, `soft_labels.json`, `knn.json`, `aux_anal
 
 The powered AU study (`studies/au/`) is its own DVC pipeline, and its committed results are
 read as they are: declaring them as a DVC dependency would make `dvc repro` of this
-pipeline re-run the study (about 90 minutes) wherever its cache is absent, as in a fresh
+pipeline re-run the study (about 80 minutes) wherever its cache is absent, as in a fresh
 clone. They are listed under the report's inputs, and a test holds the report to them.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import pytest
@@ -32,3 +33,21 @@ def test_one_worker_runs_the_jobs_here():
 def test_a_failing_job_raises_its_own_error_here():
     with pytest.raises(ValueError, match="job -1 refused"):
         map_in_workers(_where, [1, -1, 2], workers=2, threads=2)
+
+
+def _in_a_daemon(queue) -> None:
+    queue.put(map_in_workers(_where, [2, 3], workers=2, threads=2))
+
+
+def test_a_daemonic_process_runs_the_jobs_itself_at_a_workers_thread_count():
+    """A daemonic process (a Dask worker) may not start children: it runs the jobs itself,
+    one after another, with the thread count a worker would have had."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_in_a_daemon, args=(queue,), daemon=True)
+    process.start()
+    results = queue.get(timeout=120)
+    process.join(timeout=60)
+    assert [square for square, _, _ in results] == [4, 9]
+    assert {pid for _, pid, _ in results} == {process.pid}
+    assert {threads for _, _, threads in results} == {1}
