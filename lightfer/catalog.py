@@ -145,26 +145,52 @@ def stage_metrics_path(root: Path, dataset: str, metrics: str) -> Path:
     return reports_dir(root, dataset) / f"{metrics}.json"
 
 
+def curves_dir(root: Path, dataset: str) -> Path:
+    """`reports/<dataset>/curves/`: the per-epoch histories of the runs a stage trains by
+    the folder (DVC plots a folder's every file, so the summaries live apart)."""
+    return reports_dir(root, dataset) / "curves"
+
+
 def training_log_paths(root: Path, dataset: str, run: str) -> tuple[Path, Path]:
-    """A main-DAG training run's per-epoch history (`.csv`) and summary (`.json`)."""
-    stem = reports_dir(root, dataset) / "train" / _run_file(run)
-    return stem.with_suffix(".csv"), stem.with_suffix(".json")
+    """A main-DAG training run's per-epoch history (`.csv`) and summary (`.json`):
+    `train/ldg.{csv,json}`; `curves/ef-<regime>/seed<k>.csv`, `train/ef-<regime>/seed<k>.json`.
+    """
+    file = _run_file(run)
+    train = reports_dir(root, dataset) / "train"
+    if file.parent == Path():
+        return train / f"{run}.csv", train / f"{run}.json"
+    return (curves_dir(root, dataset) / file).with_suffix(".csv"), (train / file).with_suffix(
+        ".json"
+    )
 
 
 def ef_logs_dir(root: Path, dataset: str, regime: str) -> Path:
-    """`reports/<dataset>/train/ef-<regime>/`: each seed's history and summary."""
+    """`reports/<dataset>/train/ef-<regime>/`: each seed's summary."""
     return reports_dir(root, dataset) / "train" / f"ef-{regime}"
 
 
+def ef_curves_dir(root: Path, dataset: str, regime: str) -> Path:
+    """`reports/<dataset>/curves/ef-<regime>/`: each seed's per-epoch history."""
+    return curves_dir(root, dataset) / f"ef-{regime}"
+
+
 def study_runs_dir(root: Path, dataset: str) -> Path:
+    """`reports/<dataset>/study/`: each study run's summary."""
     return reports_dir(root, dataset) / "study"
+
+
+def study_curves_dir(root: Path, dataset: str) -> Path:
+    """`reports/<dataset>/curves/study/`: each study run's per-epoch history."""
+    return curves_dir(root, dataset) / "study"
 
 
 def study_log_paths(root: Path, dataset: str, noise: float, seed: int) -> tuple[Path, Path]:
     """A study run's per-epoch history (`.csv`) and summary with test metrics (`.json`)."""
-    stem = study_runs_dir(root, dataset) / study_run_name(noise, seed)
-    # Not `with_suffix`: the stem holds a dot of its own (`noise0.5-seed0`).
-    return stem.parent / f"{stem.name}.csv", stem.parent / f"{stem.name}.json"
+    name = study_run_name(noise, seed)
+    # Not `with_suffix`: the name holds a dot of its own (`noise0.5-seed0`).
+    return study_curves_dir(root, dataset) / f"{name}.csv", study_runs_dir(root, dataset) / (
+        f"{name}.json"
+    )
 
 
 def table2_path(root: Path, dataset: str) -> Path:

@@ -195,11 +195,11 @@ def _pytest_summary(log: Path) -> dict[str, Any]:
 
 def _training_run(work: Path, out: Path, step: str) -> dict[str, Any] | None:
     """A train-ef run's summary, per-epoch history and images/s (from its log)."""
-    stem = work / "reports" / DATASET / "train" / f"ef-{REGIME}" / f"seed{RUNS[step]}"
-    summary_file = stem.parent / f"{stem.name}.json"
+    reports, run = work / "reports" / DATASET, Path(f"ef-{REGIME}") / f"seed{RUNS[step]}"
+    summary_file = reports / "train" / run.with_suffix(".json")
     if not summary_file.exists():
         return None
-    with open(stem.parent / f"{stem.name}.csv", newline="") as history:
+    with open(reports / "curves" / run.with_suffix(".csv"), newline="") as history:
         epochs = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(history)]
     log = out / f"{step}.log"
     speeds = re.findall(r"epoch (\d+): .*\((\d+) img/s\)", log.read_text()) if log.exists() else []

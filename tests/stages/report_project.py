@@ -169,12 +169,11 @@ def make_report_project(root: Path) -> dict[str, Any]:
     """Write the report stage's inputs under `root`; returns the evaluate.json written."""
     source = PROJECT_ROOT / "reports"
     reports = root / "reports" / DATASET
-    (reports / "train").mkdir(parents=True)
+    reports.mkdir(parents=True)
     for name in ("prepare.json", "soft_labels.json"):
         shutil.copy(source / DATASET / name, reports / name)
-    for path in sorted((source / DATASET / "train").glob("*")):
-        if path.suffix in (".csv", ".json"):
-            shutil.copy(path, reports / "train" / path.name)
+    for folder in ("train", "curves"):  # each run's summary and per-epoch history
+        shutil.copytree(source / DATASET / folder, reports / folder)
     evaluate = _with_ldl_au(
         json.loads((source / DATASET / "evaluate.json").read_text()), reports / "train"
     )

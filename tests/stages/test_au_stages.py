@@ -123,7 +123,7 @@ def test_ldl_au_model_and_its_evaluation(project):
     root, _ = project
     checkpoint = load_checkpoint(root / "models/synthetic/ef-ldl_au/seed0.pt")
     assert checkpoint.arch == "efficientface" and checkpoint.classes == CLASSES
-    history = (root / "reports/synthetic/train/ef-ldl_au/seed0.csv").read_text()
+    history = (root / "reports/synthetic/curves/ef-ldl_au/seed0.csv").read_text()
     assert "train_loss_au_kl" in history.splitlines()[0]
     table = json.loads((root / "reports/synthetic/evaluate.json").read_text())["table"]
     assert set(table) == {"ldg", "ef-ldl", "ef-ldl_au"}

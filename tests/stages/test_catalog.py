@@ -31,6 +31,7 @@ def _ef_regime(dataset: str, regime: str) -> set[Path]:
     folders = {
         catalog.ef_models_dir(ROOT, dataset, regime),
         catalog.ef_logs_dir(ROOT, dataset, regime),
+        catalog.ef_curves_dir(ROOT, dataset, regime),
     }
     run = catalog.ef_run_name(regime, 0)
     for path in _training(dataset, run):
@@ -58,6 +59,7 @@ OUTPUTS: dict[str, Callable[..., set[Path]]] = {
     "study": lambda dataset: {
         catalog.study_models_dir(ROOT, dataset),
         catalog.study_runs_dir(ROOT, dataset),
+        catalog.study_curves_dir(ROOT, dataset),
     },
     "evaluate": lambda dataset: {
         catalog.table2_path(ROOT, dataset),

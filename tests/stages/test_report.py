@@ -90,13 +90,14 @@ def write_stage_tables(root: Path, params: Any) -> None:
     for run in sorted(evaluated["runs"]):
         groups.setdefault(run_group(run), []).append(run)
     test_rows = SimpleNamespace(test=range(evaluated["test_samples"]))
+    run_of = {catalog.model_path(root, DATASET, run): run for run in evaluated["runs"]}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(evaluate_stage, "load_splits", lambda *args: test_rows)
         patch.setattr(evaluate_stage, "model_runs", lambda *args: groups)
         patch.setattr(
             evaluate_stage,
             "evaluate_checkpoint",
-            lambda path, *args, **kwargs: evaluated["runs"][path.stem],
+            lambda path, *args, **kwargs: evaluated["runs"][run_of[path]],
         )
         patch.setattr(evaluate_stage, "write_confusion_matrix_png", lambda *args, **kwargs: None)
         patch.setattr(study_summary, "summarise", lambda *args: study["rows"])

@@ -173,9 +173,9 @@ def test_a_killed_training_stage_resumes_to_the_same_model(trained, tmp_path):
     subprocess.run(command, cwd=project, env=env, check=True, stderr=subprocess.DEVNULL)
     resumed = (project / "models/synthetic/ef-sll/seed0.pt").read_bytes()
     assert resumed == (root / "models/synthetic/ef-sll/seed0.pt").read_bytes()
-    for name in ("ef-sll/seed0.csv", "ef-sll/seed0.json"):
-        assert (project / "reports/synthetic/train" / name).read_bytes() == (
-            root / "reports/synthetic/train" / name
+    for name in ("curves/ef-sll/seed0.csv", "train/ef-sll/seed0.json"):
+        assert (project / "reports/synthetic" / name).read_bytes() == (
+            root / "reports/synthetic" / name
         ).read_bytes()
 
 
@@ -223,8 +223,8 @@ def test_train_ef_runs_data_parallel_under_torchrun(trained, tmp_path):
     single = json.loads((root / "reports/synthetic/train/ef-sll/seed0.json").read_text())
     assert ours.keys() == single.keys() and ours["epochs_completed"] == 2
     history = [
-        (project / "reports/synthetic/train/ef-sll/seed0.csv").read_text().splitlines(),
-        (root / "reports/synthetic/train/ef-sll/seed0.csv").read_text().splitlines(),
+        (project / "reports/synthetic/curves/ef-sll/seed0.csv").read_text().splitlines(),
+        (root / "reports/synthetic/curves/ef-sll/seed0.csv").read_text().splitlines(),
     ]
     assert history[0][0] == history[1][0]  # the same columns, one row per epoch
     column = history[0][0].split(",").index("train_loss")
