@@ -32,7 +32,7 @@ class DvcStage:
     """One stage of `dvc.yaml` as DVC expands it.
 
     Attributes:
-        name: DVC's address, e.g. `train-ef@synthetic-ldl-0`.
+        name: DVC's address, e.g. `train-ef@synthetic-ldl`.
         cmd: the shell command DVC runs.
         outs: every declared output path (metrics and plots included), relative to the root.
         upstream: the names of the selected stages whose outputs it reads, in DAG order.

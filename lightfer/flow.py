@@ -282,7 +282,7 @@ def lightfer_flow(
     Args:
         root: the project directory (holding dvc.yaml, params.yaml and the outputs).
         stages: run only these stages (a dvc.yaml name selects all its runs, e.g.
-            `train-ef`; an address selects one, e.g. `train-ef@synthetic-ldl-0`).
+            `train-ef`; an address selects one, e.g. `train-ef@synthetic-ldl`).
         runner: sequential (one stage at a time), dask (independent stages at once, each
             in a worker process; outputs identical to sequential) or threads.
         dask_address: a running Dask scheduler, tcp://host:8786; empty: a local cluster.

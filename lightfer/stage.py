@@ -1,6 +1,6 @@
 """What every stage's `main` shares: its arguments, process set-up and error handling.
 
-A stage module runs as `python -m stages.<module> --dataset X [--regime R] [--seed K]
+A stage module runs as `python -m stages.<module> --dataset X [--regime R] [--arm A]
 [--params FILE]`, the command `dvc.yaml` gives it, and the Prefect flow calls its
 `main(argv)` with the same arguments. `stage_main` parses them, configures logging, loads
 and validates the params, checks that each value is one the params configure, sets the
