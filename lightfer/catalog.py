@@ -105,7 +105,7 @@ def ef_model_path(root: Path, dataset: str, regime: str, seed: int) -> Path:
 
 
 def study_run_name(noise: float, seed: int) -> str:
-    return f"noise{noise}-seed{seed}"  # as DVC names the matrix outputs (noise0.0-seed0)
+    return f"noise{noise}-seed{seed}"  # noise0.0-seed0
 
 
 def study_models_dir(root: Path, dataset: str) -> Path:

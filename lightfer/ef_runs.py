@@ -52,8 +52,9 @@ def run_workers(params: Params) -> int:
 def train_regime(params: Params, root: Path, *, stage: str, dataset: str, regime: str) -> dict:
     """Train EfficientFace in `regime` for every seed; their summaries by run name.
 
-    Writes `models/<dataset>/ef-<regime>/seed<k>.pt` and
-    `reports/<dataset>/train/ef-<regime>/seed<k>.{csv,json}` for each of `train.seeds`.
+    Writes `models/<dataset>/ef-<regime>/seed<k>.pt`, `reports/<dataset>/train/ef-<regime>/
+    seed<k>.json` and `reports/<dataset>/curves/ef-<regime>/seed<k>.csv` for each of
+    `train.seeds`.
     The `ldl_au` regime reads the dataset's neighbour graph. A killed stage resumes each
     seed from `.runs/<stage>@<dataset>-...-<seed>/`.
     """
