@@ -683,6 +683,9 @@ def signal_case(signum: int) -> Callable[[Path, Any], Outcome]:
             stderr=subprocess.PIPE,
             env=env,
             text=True,
+            # As from a terminal: a shell's background job (CI under nohup ... &) starts
+            # with SIGINT ignored, and the writer would inherit that and never see Ctrl-C.
+            preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL),
         )
         assert process.stdout is not None
         process.stdout.readline()  # the write has begun
