@@ -12,9 +12,10 @@ these stages and part of each run's fingerprint.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lightfer import catalog
 from lightfer.knn import read_graph
@@ -24,7 +25,10 @@ from lightfer.splits import load_splits
 from lightfer.training.distributed import Distributed
 from lightfer.training.run import AU_REGIME, train_efficientface
 
-__all__ = ["run_workers", "train_regime"]
+__all__ = ["map_runs", "run_workers", "train_regime"]
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,6 @@ class _SeedRun:
     dataset: str
     regime: str
     seed: int
-    workers: int
 
 
 def run_workers(params: Params) -> int:
@@ -49,6 +52,13 @@ def run_workers(params: Params) -> int:
     return min(params.train.workers, params.base.threads)
 
 
+def map_runs(
+    params: Params, function: Callable[[Job], Result], jobs: Sequence[Job]
+) -> list[Result]:
+    """`function` over `jobs`, `run_workers(params)` at a time on `base.threads` threads."""
+    return map_in_workers(function, jobs, workers=run_workers(params), threads=params.base.threads)
+
+
 def train_regime(params: Params, root: Path, *, stage: str, dataset: str, regime: str) -> dict:
     """Train EfficientFace in `regime` for every seed; their summaries by run name.
 
@@ -58,11 +68,8 @@ def train_regime(params: Params, root: Path, *, stage: str, dataset: str, regime
     The `ldl_au` regime reads the dataset's neighbour graph. A killed stage resumes each
     seed from `.runs/<stage>@<dataset>-...-<seed>/`.
     """
-    workers = run_workers(params)
-    jobs = [
-        _SeedRun(params, root, stage, dataset, regime, seed, workers) for seed in params.train.seeds
-    ]
-    summaries = map_in_workers(_train_seed, jobs, workers=workers, threads=params.base.threads)
+    jobs = [_SeedRun(params, root, stage, dataset, regime, seed) for seed in params.train.seeds]
+    summaries = map_runs(params, _train_seed, jobs)
     return {
         catalog.ef_run_name(job.regime, job.seed): summary
         for job, summary in zip(jobs, summaries, strict=True)
@@ -91,6 +98,6 @@ def _train_seed(job: _SeedRun) -> dict[str, Any]:
         model_path=catalog.model_path(root, dataset, name),
         logs=catalog.training_log_paths(root, dataset, name),
         graph=graph,
-        settings={"workers": job.workers},  # it sets the run's thread count
+        settings={"workers": run_workers(params)},  # it sets the run's thread count
         inputs=inputs,
     )

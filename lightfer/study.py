@@ -18,14 +18,13 @@ from typing import Any
 
 from lightfer import catalog
 from lightfer.au.annotate import oracle_vectors
-from lightfer.ef_runs import run_workers
+from lightfer.ef_runs import map_runs, run_workers
 from lightfer.errors import StageOutputError
 from lightfer.evaluation import evaluate_checkpoint, spread
 from lightfer.faces.cache import load_face_cache
 from lightfer.io import write_json
 from lightfer.knn import training_graph
 from lightfer.manifest import read_manifest
-from lightfer.parallel import map_in_workers
 from lightfer.params import Params
 from lightfer.splits import load_splits
 from lightfer.training.run import AU_REGIME, train_efficientface
@@ -44,7 +43,6 @@ class _StudyRun:
     dataset: str
     noise: float
     seed: int
-    workers: int
 
 
 def train_runs(params: Params, root: Path, *, dataset: str) -> list[dict[str, Any]]:
@@ -54,13 +52,12 @@ def train_runs(params: Params, root: Path, *, dataset: str) -> list[dict[str, An
     returns the summaries: the noise, the seed, the graph's report, the training summary
     and the test metrics (without the confusion matrix).
     """
-    workers = run_workers(params)
     jobs = [
-        _StudyRun(params, root, dataset, noise, seed, workers)
+        _StudyRun(params, root, dataset, noise, seed)
         for noise in params.study.noise
         for seed in params.study.seeds
     ]
-    return map_in_workers(_train_run, jobs, workers=workers, threads=params.base.threads)
+    return map_runs(params, _train_run, jobs)
 
 
 def _train_run(job: _StudyRun) -> dict[str, Any]:
@@ -98,7 +95,7 @@ def _train_run(job: _StudyRun) -> dict[str, Any]:
         settings={
             "noise": noise,
             "knn": params.knn.model_dump(mode="json"),
-            "workers": job.workers,  # it sets the run's thread count
+            "workers": run_workers(params),  # it sets the run's thread count
         },
     )
     metrics = evaluate_checkpoint(model_path, splits, image_size=params.align.crop_size)
